@@ -1,0 +1,141 @@
+"""What ``ChatLlama`` and ``LlamaLLM`` share: their fields, the engine, and message conversion."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from llamachain.engine import LlamaEngine, SamplingParams
+from llamachain.engine.generation import Chunk, TokenLogprob
+from llamachain.settings import Settings
+
+
+class LlamaParams(BaseModel):
+    """Fields common to the LangChain classes.  Construction never touches the model file."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
+
+    model: str | None = Field(
+        default=None,
+        alias="model_path",
+        description="GGUF file path or known model name; None: the bundled default model.",
+    )
+    n_ctx: int | None = Field(default=None, description="Context window; None: the model's.")
+    n_threads: int | None = None
+    n_batch: int | None = None
+    chat_format: str | None = Field(
+        default=None, description="Prompt format; None: the model's own chat template."
+    )
+    overflow: Literal["error", "truncate"] | None = None
+    verbose: bool | None = None
+    lora: list[tuple[str, float]] = Field(default_factory=list)
+
+    max_tokens: int | None = Field(default=512, description="None: until the context is full.")
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    seed: int | None = None
+    stop: list[str] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    timeout: float | None = Field(
+        default=None, description="Stop generating after this many seconds (finish 'timeout')."
+    )
+    max_retries: int = Field(
+        default=0, description="Accepted for API compatibility; local calls are not retried."
+    )
+    streaming: bool = False
+
+    engine_: LlamaEngine | None = Field(default=None, alias="engine", exclude=True)
+    settings_: Settings | None = Field(default=None, alias="settings", exclude=True)
+    _engine_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @property
+    def engine(self) -> LlamaEngine:
+        """The engine (created on first use; the model itself loads on first generation)."""
+        with self._engine_lock:
+            if self.engine_ is None:
+                self.engine_ = LlamaEngine(
+                    self.model,
+                    n_ctx=self.n_ctx,
+                    n_threads=self.n_threads,
+                    n_batch=self.n_batch,
+                    chat_format=self.chat_format,
+                    overflow=self.overflow,
+                    verbose=self.verbose,
+                    lora=self.lora,
+                    settings=self.settings_,
+                )
+            return self.engine_
+
+    @property
+    def model_name(self) -> str:
+        if self.engine_ is not None:
+            return self.engine_.model_name
+        if self.model is None:
+            from llamachain.models.registry import DEFAULT_MODEL
+
+            return DEFAULT_MODEL
+        return str(self.model).rsplit("/", 1)[-1]
+
+    def sampling_params(self, stop: Sequence[str] | None, kwargs: dict[str, Any]) -> SamplingParams:
+        """Construction-time parameters overridden by per-call keyword arguments."""
+
+        def pick(name: str) -> Any:
+            return kwargs[name] if name in kwargs else getattr(self, name)
+
+        logprobs = pick("logprobs")
+        top = pick("top_logprobs")
+        base = SamplingParams(
+            max_tokens=pick("max_tokens"),
+            temperature=pick("temperature"),
+            top_p=pick("top_p"),
+            top_k=pick("top_k"),
+            min_p=pick("min_p"),
+            repeat_penalty=pick("repeat_penalty"),
+            seed=pick("seed"),
+            stop=tuple(self.stop or ()),
+            logprobs=(top or 0) if (logprobs or top) else None,
+            grammar=kwargs.get("grammar"),
+            json_schema=kwargs.get("json_schema"),
+        )
+        return base.with_stop(stop or ())
+
+    def close(self) -> None:
+        """Release the model (it stays loaded while other objects share it)."""
+        if self.engine_ is not None:
+            self.engine_.close()
+
+
+def logprobs_payload(lps: Sequence[TokenLogprob]) -> dict[str, Any]:
+    """OpenAI-shaped logprobs, the form LangChain users already parse."""
+    return {
+        "content": [
+            {
+                "token": lp.token,
+                "logprob": lp.logprob,
+                "bytes": list(lp.token.encode("utf-8")),
+                "top_logprobs": [
+                    {"token": t, "logprob": v, "bytes": list(t.encode("utf-8"))} for t, v in lp.top
+                ],
+            }
+            for lp in lps
+        ]
+    }
+
+
+def usage_dict(chunk: Chunk) -> dict[str, Any] | None:
+    if chunk.usage is None:
+        return None
+    u = chunk.usage
+    return {
+        "input_tokens": u.prompt_tokens,
+        "output_tokens": u.completion_tokens,
+        "total_tokens": u.total_tokens,
+        "input_token_details": {"cache_read": u.cached_tokens},
+    }

@@ -1,0 +1,150 @@
+"""The one piece of global state: an explicit, thread-safe cache of loaded llama.cpp models.
+
+A model is loaded once per (file, load parameters) and shared by every engine that asks for
+the same pair.  Engines hold a reference; the model is freed when the last one closes, or
+when the cache is cleared.  ``model_cache.list()`` shows what is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from llamachain.errors import ModelLoadError
+from llamachain.models.gguf_info import ModelInfo, read_model_info
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadParams:
+    """Everything that changes how llama.cpp loads a model (and so needs its own copy)."""
+
+    path: str
+    n_ctx: int
+    n_threads: int
+    n_batch: int = 512
+    embedding: bool = False
+    verbose: bool = False
+    lora: tuple[tuple[str, float], ...] = ()
+    extra: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A llama.cpp model in memory, with the lock that serialises its use."""
+
+    params: LoadParams
+    info: ModelInfo
+    llama: Any  # llama_cpp.Llama
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    refs: int = 0
+    loaded_at: float = field(default_factory=time.time)
+    load_seconds: float = 0.0
+    closed: bool = False
+
+    def close(self) -> None:
+        with self.lock:
+            if not self.closed:
+                self.closed = True
+                try:
+                    self.llama.close()
+                except Exception:  # pragma: no cover - best effort
+                    logger.debug("error while freeing %s", self.params.path, exc_info=True)
+
+
+def _load(params: LoadParams) -> LoadedModel:
+    info = read_model_info(params.path)  # our checks first: llama.cpp never sees a bad file
+    from llama_cpp import Llama  # lazy: heavy native import
+
+    kwargs: dict[str, Any] = dict(params.extra)
+    if params.lora:
+        if len(params.lora) > 1:
+            raise ModelLoadError("this llama-cpp-python build applies one LoRA adapter at a time")
+        kwargs["lora_path"], kwargs["lora_scale"] = params.lora[0]
+    start = time.perf_counter()
+    try:
+        llama = Llama(
+            model_path=params.path,
+            n_ctx=params.n_ctx,
+            n_batch=min(params.n_batch, params.n_ctx),
+            n_ubatch=min(params.n_batch, params.n_ctx),
+            n_threads=params.n_threads,
+            n_threads_batch=params.n_threads,
+            embedding=params.embedding,
+            verbose=params.verbose,
+            **kwargs,
+        )
+    except (ValueError, RuntimeError, OSError) as e:
+        raise ModelLoadError(
+            f"llama.cpp could not load {params.path} ({info.architecture}, {info.file_type}): "
+            f"{e}; run `llamachain doctor` to check the llama.cpp build, or try a smaller n_ctx"
+        ) from e
+    seconds = time.perf_counter() - start
+    logger.info("loaded %s in %.2fs (n_ctx=%d)", params.path, seconds, params.n_ctx)
+    return LoadedModel(params=params, info=info, llama=llama, load_seconds=seconds)
+
+
+class ModelCache:
+    """Thread-safe map from :class:`LoadParams` to a shared :class:`LoadedModel`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._models: dict[LoadParams, LoadedModel] = {}
+        self._loading: dict[LoadParams, threading.Lock] = {}
+
+    def acquire(self, params: LoadParams) -> LoadedModel:
+        """Return the shared model for ``params``, loading it if needed; adds a reference."""
+        with self._lock:
+            model = self._models.get(params)
+            if model is not None and not model.closed:
+                model.refs += 1
+                return model
+            load_lock = self._loading.setdefault(params, threading.Lock())
+        with load_lock:  # one loader per key; others wait and then share
+            with self._lock:
+                model = self._models.get(params)
+                if model is not None and not model.closed:
+                    model.refs += 1
+                    return model
+            model = _load(params)
+            with self._lock:
+                self._models[params] = model
+                self._loading.pop(params, None)
+                model.refs += 1
+                return model
+
+    def release(self, model: LoadedModel) -> None:
+        """Drop a reference; the last one frees the model."""
+        with self._lock:
+            model.refs -= 1
+            if model.refs > 0:
+                return
+            if self._models.get(model.params) is model:
+                del self._models[model.params]
+        model.close()
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                {**asdict(m.params), "references": m.refs, "load_seconds": m.load_seconds}
+                for m in self._models.values()
+            ]
+
+    def clear(self) -> None:
+        """Free every model; engines that still hold one reload it on their next call."""
+        with self._lock:
+            models = list(self._models.values())
+            self._models.clear()
+        for m in models:
+            m.close()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._models)
+
+
+model_cache = ModelCache()
