@@ -32,6 +32,10 @@ class LlamaParams(BaseModel):
     overflow: Literal["error", "truncate"] | None = None
     verbose: bool | None = None
     lora: list[tuple[str, float]] = Field(default_factory=list)
+    prefix_cache: bool | None = Field(
+        default=None,
+        description="Reuse the KV cache of a shared prompt prefix; None: the settings' value.",
+    )
 
     max_tokens: int | None = Field(default=512, description="None: until the context is full.")
     temperature: float = 0.8
@@ -51,12 +55,13 @@ class LlamaParams(BaseModel):
     )
     streaming: bool = False
 
-    engine_: LlamaEngine | None = Field(default=None, alias="engine", exclude=True)
+    # A LlamaEngine, or any object with the same methods (see llamachain.testing.FakeEngine).
+    engine_: Any = Field(default=None, alias="engine", exclude=True)
     settings_: Settings | None = Field(default=None, alias="settings", exclude=True)
     _engine_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
-    def engine(self) -> LlamaEngine:
+    def engine(self) -> Any:
         """The engine (created on first use; the model itself loads on first generation)."""
         with self._engine_lock:
             if self.engine_ is None:
@@ -69,6 +74,7 @@ class LlamaParams(BaseModel):
                     overflow=self.overflow,
                     verbose=self.verbose,
                     lora=self.lora,
+                    prefix_cache=self.prefix_cache,
                     settings=self.settings_,
                 )
             return self.engine_

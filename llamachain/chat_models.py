@@ -27,6 +27,7 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel
 
 from llamachain import _tools
@@ -332,18 +333,27 @@ class ChatLlama(LlamaParams, BaseChatModel):
         *,
         method: Literal["json_schema", "function_calling", "json_mode"] = "json_schema",
         include_raw: bool = False,
+        strict: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
         """Output that matches ``schema`` (pydantic class, TypedDict or JSON schema).
 
         ``json_schema`` (default) and ``function_calling`` constrain decoding with a grammar
-        compiled from the schema; ``json_mode`` only guarantees a JSON object.
+        compiled from the schema, so the output is always schema-valid (``strict`` is accepted
+        for compatibility and changes nothing); ``json_mode`` only guarantees a JSON object.
         """
         if kwargs:
             raise ConfigError(f"unexpected argument(s): {', '.join(kwargs)}")
         if schema is None and method != "json_mode":
             raise ConfigError(f"schema is required for method={method!r}")
-        is_pydantic = isinstance(schema, type) and issubclass(schema, BaseModel)
+        is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+
+        def build(data: Any) -> Any:
+            if not is_pydantic:
+                return data
+            if hasattr(schema, "model_validate"):
+                return schema.model_validate(data)  # type: ignore[union-attr]
+            return schema.parse_obj(data)  # type: ignore[union-attr]  # pydantic.v1 model
         ls_format = {"kwargs": {"method": method}, "schema": schema}
         llm: Runnable[Any, Any]
         if method == "function_calling":
@@ -354,7 +364,7 @@ class ChatLlama(LlamaParams, BaseChatModel):
             def parse(msg: AIMessage) -> Any:
                 _check_complete(msg)
                 args = msg.tool_calls[0]["args"]
-                return schema.model_validate(args) if is_pydantic else args  # type: ignore[union-attr]
+                return build(args)
 
         elif method in ("json_schema", "json_mode"):
             json_schema = (
@@ -367,7 +377,7 @@ class ChatLlama(LlamaParams, BaseChatModel):
             def parse(msg: AIMessage) -> Any:
                 _check_complete(msg)
                 data = json.loads(_text(msg.content))
-                return schema.model_validate(data) if is_pydantic else data  # type: ignore[union-attr]
+                return build(data)
 
         else:
             raise ConfigError(
@@ -380,7 +390,7 @@ class ChatLlama(LlamaParams, BaseChatModel):
         parsed = RunnablePassthrough.assign(
             parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
         ).with_fallbacks(
-            [RunnablePassthrough.assign(parsed=lambda _: None, parsing_error=lambda x: None)],
+            [RunnablePassthrough.assign(parsed=lambda _: None)],
             exception_key="parsing_error",
         )
         return RunnableMap(raw=llm) | parsed

@@ -44,4 +44,9 @@ class Settings(BaseSettings):
         default=None,
         description="Prompt format name; default: the model's own chat template, else alpaca.",
     )
+    prefix_cache: bool = Field(
+        default=True,
+        description="Reuse the KV cache of the previous prompt's shared prefix (faster; greedy "
+        "output can then differ in rare near-ties -- turn off for bit-exact repeatability).",
+    )
     verbose: bool = Field(default=False, description="Show llama.cpp's own log output.")

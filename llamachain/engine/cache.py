@@ -45,6 +45,9 @@ class LoadedModel:
     loaded_at: float = field(default_factory=time.time)
     load_seconds: float = 0.0
     closed: bool = False
+    # How many leading tokens of llama's current state were evaluated in aligned prompt blocks
+    # (see LlamaEngine._prefill); only those may be reused by the prefix cache.
+    aligned: int = 0
 
     def close(self) -> None:
         with self.lock:

@@ -71,6 +71,7 @@ class LlamaEngine:
         verbose: bool | None = None,
         embedding: bool = False,
         lora: Sequence[tuple[str, float]] = (),
+        prefix_cache: bool | None = None,
         settings: Settings | None = None,
         cache: ModelCache | None = None,
     ) -> None:
@@ -88,8 +89,12 @@ class LlamaEngine:
             raise ConfigError(f"overflow must be 'error' or 'truncate', got {self.overflow!r}")
         self.verbose = s.verbose if verbose is None else verbose
         self.embedding = embedding
+        # Reusing the KV cache of a shared prompt prefix skips re-evaluating it, but llama.cpp's
+        # logits are not bit-identical across batch splits, so a greedy answer can depend on
+        # what was asked before.  prefix_cache=False trades that speed for exact repeatability.
+        self.prefix_cache = s.prefix_cache if prefix_cache is None else prefix_cache
         self.lora = tuple((str(p), float(sc)) for p, sc in lora)
-        self._cache = cache or model_cache
+        self._cache = cache if cache is not None else model_cache
         self._loaded_model: LoadedModel | None = None
         self._format: ChatFormat | None = None
         self._lock = threading.Lock()
@@ -399,12 +404,8 @@ class LlamaEngine:
             llama = m.llama
             vocab = llama_cpp.llama_model_get_vocab(llama.model)
             llama.set_seed(params.seed if params.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
-            cached = 0
-            for a, b in zip(llama._input_ids[: llama.n_tokens], tokens):
-                if a != b:
-                    break
-                cached += 1
             start = time.perf_counter()
+            cached = self._prefill(m, tokens)
             deadline = start + timeout if timeout else None
             first_at: float | None = None
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -467,6 +468,38 @@ class LlamaEngine:
             }
             usage = Usage(prompt_tokens=len(tokens), completion_tokens=n, cached_tokens=cached)
             yield Chunk(tail, pending_ids, pending_lps, finish, usage, timings)
+
+    PREFILL_BLOCK = 64
+
+    def _prefill(self, m: LoadedModel, tokens: list[int]) -> int:
+        """Evaluate all but the last block of the prompt in fixed, position-aligned blocks.
+
+        llama.cpp's results depend slightly on how a prompt is split into batches.  Evaluating
+        every prompt in the same aligned blocks -- and reusing cached state only at block
+        boundaries that were themselves evaluated that way -- makes the prefix cache exact:
+        the answer at temperature 0 is the same whatever was asked before.
+        Returns how many tokens were reused from the cache.
+        """
+        llama = m.llama
+        block = min(self.PREFILL_BLOCK, self.n_batch)
+        boundary = (len(tokens) - 1) // block * block
+        reuse = 0
+        recurrent = getattr(llama, "_is_recurrent", False) or getattr(llama, "_is_hybrid", False)
+        if self.prefix_cache and not recurrent:
+            limit = min(m.aligned, llama.n_tokens, boundary)
+            ids = llama._input_ids
+            while reuse < limit and ids[reuse] == tokens[reuse]:
+                reuse += 1
+            reuse = reuse // block * block
+        if reuse == 0:
+            llama.reset()
+        else:
+            llama.n_tokens = reuse  # eval() drops the KV cells from here on
+        m.aligned = reuse
+        for i in range(reuse, boundary, block):
+            llama.eval(tokens[i : i + block])
+            m.aligned = i + block
+        return reuse
 
     @staticmethod
     def _logprob(llama: Any, token: int, top: int) -> TokenLogprob:
