@@ -19,8 +19,10 @@ def main() -> None:
     question = " ".join(sys.argv[1:]) or "What are three good habits for writing clear code?"
     chat = ChatLlama(temperature=0, seed=0, max_tokens=200)
     info = chat.engine.info
-    print(f"model: {info.name} ({info.architecture}, {info.parameters_label} parameters, "
-          f"{info.file_type}, context {chat.engine.n_ctx} tokens)")
+    print(
+        f"model: {info.name} ({info.architecture}, {info.parameters_label} parameters, "
+        f"{info.file_type}, context {chat.engine.n_ctx} tokens)"
+    )
 
     prompt = ChatPromptTemplate.from_messages(
         [("system", "You are a concise, helpful assistant."), ("user", "{question}")]

@@ -24,7 +24,19 @@ _EXPORTS = {
     "read_model_info": "llamachain.models",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ChatLlama",
+    "ConfigError",
+    "ContextOverflowError",
+    "LlamaChainError",
+    "LlamaEngine",
+    "LlamaLLM",
+    "ModelFileError",
+    "SamplingParams",
+    "Settings",
+    "model_cache",
+    "read_model_info",
+]
 
 if TYPE_CHECKING:
     from llamachain.chat_models import ChatLlama

@@ -30,7 +30,9 @@ class LlamaParams(BaseModel):
         default=None, description="Prompt format; None: the model's own chat template."
     )
     overflow: Literal["error", "truncate"] | None = None
-    verbose: bool | None = None
+    llama_verbose: bool | None = Field(
+        default=None, description="Show llama.cpp's own log; None: the settings' value."
+    )
     lora: list[tuple[str, float]] = Field(default_factory=list)
     prefix_cache: bool | None = Field(
         default=None,
@@ -72,7 +74,7 @@ class LlamaParams(BaseModel):
                     n_batch=self.n_batch,
                     chat_format=self.chat_format,
                     overflow=self.overflow,
-                    verbose=self.verbose,
+                    verbose=self.llama_verbose,
                     lora=self.lora,
                     prefix_cache=self.prefix_cache,
                     settings=self.settings_,

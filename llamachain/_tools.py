@@ -125,7 +125,7 @@ def could_be_call(prefix: str) -> bool:
     return s == "" or s[0] in "{`<"
 
 
-def render_calls(tool_calls: Sequence[dict[str, Any]]) -> str:
+def render_calls(tool_calls: Sequence[Any]) -> str:
     """How an earlier assistant tool call is shown back to the model in the prompt."""
     return "\n".join(
         json.dumps({"name": c["name"], "arguments": c.get("args", {})}) for c in tool_calls

@@ -8,6 +8,7 @@ from operator import itemgetter
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
@@ -22,7 +23,6 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.messages.tool import tool_call_chunk
-from langchain_core.exceptions import OutputParserException
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
@@ -36,8 +36,20 @@ from llamachain.engine.generation import Chunk
 from llamachain.errors import ConfigError
 
 _CALL_KWARGS = {
-    "tools", "tool_choice", "json_schema", "grammar", "max_tokens", "temperature", "top_p",
-    "top_k", "min_p", "repeat_penalty", "seed", "logprobs", "top_logprobs", "timeout",
+    "tools",
+    "tool_choice",
+    "json_schema",
+    "grammar",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "seed",
+    "logprobs",
+    "top_logprobs",
+    "timeout",
 }
 
 
@@ -125,7 +137,9 @@ class _Reply:
                 if call is not None:
                     calls.append(
                         tool_call_chunk(
-                            name=call["name"], args=json.dumps(call["args"]), id=call["id"],
+                            name=call["name"],
+                            args=json.dumps(call["args"]),
+                            id=call["id"],
                             index=0,
                         )
                     )
@@ -354,6 +368,7 @@ class ChatLlama(LlamaParams, BaseChatModel):
             if hasattr(schema, "model_validate"):
                 return schema.model_validate(data)  # type: ignore[union-attr]
             return schema.parse_obj(data)  # type: ignore[union-attr]  # pydantic.v1 model
+
         ls_format = {"kwargs": {"method": method}, "schema": schema}
         llm: Runnable[Any, Any]
         if method == "function_calling":

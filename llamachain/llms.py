@@ -15,8 +15,18 @@ from llamachain.engine.generation import Chunk
 from llamachain.errors import ConfigError
 
 _CALL_KWARGS = {
-    "json_schema", "grammar", "max_tokens", "temperature", "top_p", "top_k", "min_p",
-    "repeat_penalty", "seed", "logprobs", "top_logprobs", "timeout",
+    "json_schema",
+    "grammar",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "seed",
+    "logprobs",
+    "top_logprobs",
+    "timeout",
 }
 
 

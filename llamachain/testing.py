@@ -33,8 +33,14 @@ _WORDS = re.compile(r"\s*\S+|\s+")
 class FakeEngine:
     """A scripted engine: replies come from a queue, tokens are words."""
 
-    def __init__(self, replies: Sequence[str] = (), *, n_ctx: int = 2048,
-                 model_name: str = "fake-model", default_reply: str = "ok") -> None:
+    def __init__(
+        self,
+        replies: Sequence[str] = (),
+        *,
+        n_ctx: int = 2048,
+        model_name: str = "fake-model",
+        default_reply: str = "ok",
+    ) -> None:
         self.replies: deque[str] = deque(replies)
         self.prompts: list[str] = []
         self.params: list[SamplingParams] = []
@@ -69,9 +75,15 @@ class FakeEngine:
     def format_chat(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         return self.chat_format.render(messages, add_generation_prompt)
 
-    def stream(self, prompt: str | Sequence[int], params: SamplingParams | None = None, *,
-               overflow: str | None = None, cancel: threading.Event | None = None,
-               timeout: float | None = None) -> Iterator[Chunk]:
+    def stream(
+        self,
+        prompt: str | Sequence[int],
+        params: SamplingParams | None = None,
+        *,
+        overflow: str | None = None,
+        cancel: threading.Event | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[Chunk]:
         params = params or SamplingParams()
         text = prompt if isinstance(prompt, str) else self.detokenize(prompt)
         n_prompt = self.count_tokens(text)
@@ -83,8 +95,9 @@ class FakeEngine:
         reply = self.replies.popleft() if self.replies else self.default_reply
         return self._run(reply, n_prompt, params, cancel)
 
-    def _run(self, reply: str, n_prompt: int, params: SamplingParams,
-             cancel: threading.Event | None) -> Iterator[Chunk]:
+    def _run(
+        self, reply: str, n_prompt: int, params: SamplingParams, cancel: threading.Event | None
+    ) -> Iterator[Chunk]:
         matcher = StopMatcher(params.stop)
         n = 0
         finish: FinishReason = "stop"
@@ -104,30 +117,36 @@ class FakeEngine:
         tail = matcher.flush()
         yield Chunk(tail, [], [], finish, Usage(n_prompt, n, 0), {})
 
-    def complete(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
-                 **kw: Any) -> Completion:
+    def complete(
+        self, prompt: str | Sequence[int], params: SamplingParams | None = None, **kw: Any
+    ) -> Completion:
         return Completion.from_chunks(self.stream(prompt, params, **kw))
 
-    def chat_stream(self, messages: Sequence[Message], params: SamplingParams | None = None,
-                    **kw: Any) -> Iterator[Chunk]:
+    def chat_stream(
+        self, messages: Sequence[Message], params: SamplingParams | None = None, **kw: Any
+    ) -> Iterator[Chunk]:
         params = (params or SamplingParams()).with_stop(self.chat_format.stop)
         return self.stream(self.format_chat(messages), params, **kw)
 
-    def chat(self, messages: Sequence[Message], params: SamplingParams | None = None,
-             **kw: Any) -> Completion:
+    def chat(
+        self, messages: Sequence[Message], params: SamplingParams | None = None, **kw: Any
+    ) -> Completion:
         return Completion.from_chunks(self.chat_stream(messages, params, **kw))
 
-    async def astream(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
-                      **kw: Any) -> AsyncIterator[Chunk]:
-        async for c in aiter_in_thread(lambda cancel: self.stream(prompt, params, cancel=cancel,
-                                                                  **kw)):
+    async def astream(
+        self, prompt: str | Sequence[int], params: SamplingParams | None = None, **kw: Any
+    ) -> AsyncIterator[Chunk]:
+        async for c in aiter_in_thread(
+            lambda cancel: self.stream(prompt, params, cancel=cancel, **kw)
+        ):
             yield c
 
-    async def achat_stream(self, messages: Sequence[Message],
-                           params: SamplingParams | None = None,
-                           **kw: Any) -> AsyncIterator[Chunk]:
-        async for c in aiter_in_thread(lambda cancel: self.chat_stream(messages, params,
-                                                                       cancel=cancel, **kw)):
+    async def achat_stream(
+        self, messages: Sequence[Message], params: SamplingParams | None = None, **kw: Any
+    ) -> AsyncIterator[Chunk]:
+        async for c in aiter_in_thread(
+            lambda cancel: self.chat_stream(messages, params, cancel=cancel, **kw)
+        ):
             yield c
 
     def close(self) -> None:

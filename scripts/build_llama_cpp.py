@@ -114,19 +114,31 @@ def build_wheel(args: list[str], target: Path) -> Path:
     env["CMAKE_ARGS"] = " ".join(args)
     env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
     cmd = [
-        sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir",
-        "--no-binary", "llama-cpp-python", "-w", str(tmp),
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-cache-dir",
+        "--no-binary",
+        "llama-cpp-python",
+        "-w",
+        str(tmp),
         f"llama-cpp-python=={LLAMA_CPP_VERSION}",
     ]
-    print(f"[llamachain] building llama-cpp-python {LLAMA_CPP_VERSION} from source "
-          f"(about 6 minutes on 2 cores)\n[llamachain] CMAKE_ARGS={env['CMAKE_ARGS']}",
-          flush=True)
+    print(
+        f"[llamachain] building llama-cpp-python {LLAMA_CPP_VERSION} from source "
+        f"(about 6 minutes on 2 cores)\n[llamachain] CMAKE_ARGS={env['CMAKE_ARGS']}",
+        flush=True,
+    )
     try:
         subprocess.run(cmd, env=env, check=True)
-    except subprocess.CalledProcessError:
+    except subprocess.CalledProcessError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise SystemExit("[llamachain] llama-cpp-python build failed; see the log above. "
-                         "It needs gcc/g++, cmake and the Python headers.")
+        raise SystemExit(
+            "[llamachain] llama-cpp-python build failed; see the log above. "
+            "It needs gcc/g++, cmake and the Python headers."
+        ) from e
     (tmp / "build.json").write_text(json.dumps({"cmake_args": args}, indent=2))
     if target.exists():
         shutil.rmtree(target)
@@ -146,8 +158,9 @@ def installed_key(prefix: Path) -> str | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--print-flags", action="store_true",
-                        help="print the CMake arguments for this CPU and exit")
+    parser.add_argument(
+        "--print-flags", action="store_true", help="print the CMake arguments for this CPU and exit"
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
     ns = parser.parse_args()
     args = cmake_args()
@@ -171,7 +184,8 @@ def main() -> int:
     )
     # llama-cpp-python's runtime dependencies (normal wheels, no build flags involved)
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", str(wheel)], check=True,
+        [sys.executable, "-m", "pip", "install", str(wheel)],
+        check=True,
     )
     (prefix / "llamachain-llama-build.json").write_text(
         json.dumps({"key": key, "cmake_args": args, "wheel": str(wheel)}, indent=2)

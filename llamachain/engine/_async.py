@@ -36,7 +36,7 @@ async def aiter_in_thread(
                 put(item)
                 if cancel.is_set():
                     break
-        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
+        except BaseException as e:
             put(_Raise(e))
         finally:
             put(_DONE)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import threading
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -52,8 +58,9 @@ def build_features() -> dict[str, bool]:
     features: dict[str, bool] = {}
     for part in system_info().replace("\n", "|").split("|"):
         key, sep, value = part.partition("=")
+        key = key.rsplit(":", 1)[-1].strip()  # "CPU : SSE3" -> "SSE3"
         if sep and value.strip() in ("0", "1"):
-            features[key.strip()] = value.strip() == "1"
+            features[key] = value.strip() == "1"
     return features
 
 
@@ -91,3 +98,70 @@ def token_piece(vocab: object, token: int, special: bool = False) -> bytes:
 
 def detokenize(vocab: object, tokens: list[int], special: bool = False) -> bytes:
     return b"".join(token_piece(vocab, t, special) for t in tokens)
+
+
+# -- llama.cpp's log -----------------------------------------------------------------------
+# llama-cpp-python 0.3.x maps ggml's log levels wrongly (this ggml numbers them DEBUG=1, INFO=2,
+# WARN=3, ERROR=4), so with verbose=False it prints warnings and hides errors.  We install our
+# own callback: silent unless verbose, errors kept so they can be quoted in our exceptions.
+
+_LEVELS = {1: 10, 2: 20, 3: 30, 4: 40}  # ggml level -> logging level
+
+
+class _LogState:
+    verbose = False
+    callback: object = None
+    last = 10
+
+
+_log_state = _LogState()
+_captures: list[list[str]] = []
+_recent_errors: deque[str] = deque(maxlen=20)
+_log_lock = threading.Lock()
+_logger = logging.getLogger("llamachain.llama_cpp")
+
+
+def route_llama_logs(verbose: bool | None = None) -> None:
+    """Send llama.cpp's log to our logger (and stderr only when ``verbose``)."""
+    import ctypes
+
+    import llama_cpp
+
+    with _log_lock:
+        if verbose is not None:
+            _log_state.verbose = verbose
+        if _log_state.callback is not None:
+            return
+
+        @llama_cpp.llama_log_callback
+        def _callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+            msg = text.decode("utf-8", "replace")
+            py_level = _LEVELS.get(level, _log_state.last)  # 5 = continue previous line
+            _log_state.last = py_level
+            for lines in list(_captures):
+                lines.append(msg)
+            if py_level >= 40 and msg.strip():
+                _recent_errors.append(msg.strip())
+            if _log_state.verbose:
+                sys.stderr.write(msg)
+            elif _logger.isEnabledFor(10) and msg.strip():
+                _logger.debug("%s", msg.rstrip())
+
+        _log_state.callback = _callback  # keep a reference: ctypes callbacks must stay alive
+        llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
+
+
+@contextmanager
+def capture_llama_logs() -> Iterator[list[str]]:
+    """Collect llama.cpp's log lines written inside the block."""
+    route_llama_logs()
+    lines: list[str] = []
+    _captures.append(lines)
+    try:
+        yield lines
+    finally:
+        _captures.remove(lines)
+
+
+def recent_llama_errors() -> list[str]:
+    return list(_recent_errors)

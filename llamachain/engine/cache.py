@@ -63,6 +63,10 @@ def _load(params: LoadParams) -> LoadedModel:
     info = read_model_info(params.path)  # our checks first: llama.cpp never sees a bad file
     from llama_cpp import Llama  # lazy: heavy native import
 
+    from llamachain.engine._native import capture_llama_logs, route_llama_logs
+
+    route_llama_logs(params.verbose)
+
     kwargs: dict[str, Any] = dict(params.extra)
     if params.lora:
         if len(params.lora) > 1:
@@ -70,21 +74,25 @@ def _load(params: LoadParams) -> LoadedModel:
         kwargs["lora_path"], kwargs["lora_scale"] = params.lora[0]
     start = time.perf_counter()
     try:
-        llama = Llama(
-            model_path=params.path,
-            n_ctx=params.n_ctx,
-            n_batch=min(params.n_batch, params.n_ctx),
-            n_ubatch=min(params.n_batch, params.n_ctx),
-            n_threads=params.n_threads,
-            n_threads_batch=params.n_threads,
-            embedding=params.embedding,
-            verbose=params.verbose,
-            **kwargs,
-        )
+        with capture_llama_logs() as log:
+            llama = Llama(
+                model_path=params.path,
+                n_ctx=params.n_ctx,
+                n_batch=min(params.n_batch, params.n_ctx),
+                n_ubatch=min(params.n_batch, params.n_ctx),
+                n_threads=params.n_threads,
+                n_threads_batch=params.n_threads,
+                embedding=params.embedding,
+                verbose=params.verbose,
+                **kwargs,
+            )
     except (ValueError, RuntimeError, OSError) as e:
+        errors = [line.strip() for line in log if "error" in line.lower() or "fail" in line]
+        detail = f" (llama.cpp: {errors[-1]})" if errors else ""
         raise ModelLoadError(
             f"llama.cpp could not load {params.path} ({info.architecture}, {info.file_type}): "
-            f"{e}; run `llamachain doctor` to check the llama.cpp build, or try a smaller n_ctx"
+            f"{e}{detail}; run `llamachain doctor` to check the llama.cpp build, or try a "
+            "smaller n_ctx"
         ) from e
     seconds = time.perf_counter() - start
     logger.info("loaded %s in %.2fs (n_ctx=%d)", params.path, seconds, params.n_ctx)

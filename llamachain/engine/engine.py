@@ -8,6 +8,7 @@ Every generation holds the model's lock, so any number of threads can share one 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import logging
 import threading
 import time
@@ -29,7 +30,13 @@ from llamachain.engine.generation import (
     TokenLogprob,
     Usage,
 )
-from llamachain.engine.templates import DEFAULT_FALLBACK, ChatFormat, Message, from_jinja, get_format
+from llamachain.engine.templates import (
+    DEFAULT_FALLBACK,
+    ChatFormat,
+    Message,
+    from_jinja,
+    get_format,
+)
 from llamachain.errors import ConfigError, ContextOverflowError, GenerationError
 from llamachain.models.gguf_info import ModelInfo, read_model_info
 from llamachain.models.registry import resolve_model_path
@@ -126,7 +133,9 @@ class LlamaEngine:
             if n_ctx > trained:
                 logger.warning(
                     "n_ctx=%d is larger than the %d tokens %s was trained on; quality may drop",
-                    n_ctx, trained, info.path,
+                    n_ctx,
+                    trained,
+                    info.path,
                 )
         else:
             n_ctx = min(trained, self.settings.context_cap)
@@ -174,10 +183,8 @@ class LlamaEngine:
         self.close()
 
     def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
     @property
     def n_ctx(self) -> int:
@@ -231,8 +238,9 @@ class LlamaEngine:
                         "alpaca, chatml, gemma, llama-2, llama-3, vicuna"
                     )
                 else:
-                    logger.info("%s has no chat template; using %s", self.info.path,
-                                DEFAULT_FALLBACK)
+                    logger.info(
+                        "%s has no chat template; using %s", self.info.path, DEFAULT_FALLBACK
+                    )
                     self._format = get_format(DEFAULT_FALLBACK)
             else:
                 self._format = get_format(name)

@@ -158,8 +158,7 @@ def _parse(p: Path, size: int) -> ModelInfo:
         context_length=_field(reader, f"{arch}.context_length"),
         embedding_length=_field(reader, f"{arch}.embedding_length"),
         block_count=_field(reader, f"{arch}.block_count"),
-        vocab_size=_field(reader, f"{arch}.vocab_size")
-        or _len(reader, "tokenizer.ggml.tokens"),
+        vocab_size=_field(reader, f"{arch}.vocab_size") or _len(reader, "tokenizer.ggml.tokens"),
         chat_template=_field(reader, "tokenizer.chat_template"),
         license=_field(reader, "general.license"),
         bos_token_id=_field(reader, "tokenizer.ggml.bos_token_id"),

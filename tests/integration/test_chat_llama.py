@@ -1,4 +1,4 @@
-"""ChatLlama and LlamaLLM on the real bundled model: our own guarantees beyond the standard suite."""
+"""ChatLlama and LlamaLLM on the real bundled model: our guarantees beyond the standard suite."""
 
 import asyncio
 import time
@@ -43,9 +43,12 @@ def test_usage_metadata_counts_real_tokens(chat):
     msg = chat.invoke(messages)
     usage = msg.usage_metadata
     assert usage["input_tokens"] == chat.get_num_tokens_from_messages(messages)
-    assert usage["output_tokens"] == len(chat.get_token_ids(msg.content)) + (
-        1 if msg.response_metadata["finish_reason"] == "length" else 0
-    ) or usage["output_tokens"] > 0
+    assert (
+        usage["output_tokens"]
+        == len(chat.get_token_ids(msg.content))
+        + (1 if msg.response_metadata["finish_reason"] == "length" else 0)
+        or usage["output_tokens"] > 0
+    )
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
 
 
@@ -215,9 +218,13 @@ async def test_cancelling_astream_stops_generation():
         assert time.monotonic() < deadline, "generation kept running after cancellation"
         await asyncio.sleep(0.01)
     try:
-        generated = loaded.llama.n_tokens - len(chat.engine.prompt_tokens(
-            chat.engine.format_chat([{"role": "user",
-                                      "content": "Write a very long story about a dragon."}])))
+        generated = loaded.llama.n_tokens - len(
+            chat.engine.prompt_tokens(
+                chat.engine.format_chat(
+                    [{"role": "user", "content": "Write a very long story about a dragon."}]
+                )
+            )
+        )
         assert generated < 100  # a handful of tokens, not 2000
     finally:
         loaded.lock.release()

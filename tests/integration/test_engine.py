@@ -75,15 +75,18 @@ def test_chat_uses_the_models_template(engine):
 def test_stop_sequence_cuts_before_the_match(engine):
     full = engine.complete("Count: 1, 2, 3,", SamplingParams(temperature=0, max_tokens=20))
     assert " 5" in full.text
-    cut = engine.complete("Count: 1, 2, 3,", SamplingParams(temperature=0, max_tokens=20,
-                                                            stop=(" 5",)))
+    cut = engine.complete(
+        "Count: 1, 2, 3,", SamplingParams(temperature=0, max_tokens=20, stop=(" 5",))
+    )
     assert cut.finish_reason == "stop"
     assert cut.text == full.text[: full.text.index(" 5")]
 
 
 def test_seeded_sampling_is_reproducible(engine):
     p = SamplingParams(temperature=0.9, max_tokens=20, seed=1234)
-    assert engine.complete("Once upon a time", p).text == engine.complete("Once upon a time", p).text
+    assert (
+        engine.complete("Once upon a time", p).text == engine.complete("Once upon a time", p).text
+    )
 
 
 def test_overflow_is_an_error_with_the_numbers(engine):
@@ -110,8 +113,10 @@ def test_chat_truncate_drops_the_oldest_turns():
     e = LlamaEngine(n_ctx=256, overflow="truncate")
     history = [{"role": "system", "content": "Be brief."}]
     for i in range(20):
-        history += [{"role": "user", "content": f"Tell me fact {i} about cats."},
-                    {"role": "assistant", "content": "Cats sleep a lot. " * 3}]
+        history += [
+            {"role": "user", "content": f"Tell me fact {i} about cats."},
+            {"role": "assistant", "content": "Cats sleep a lot. " * 3},
+        ]
     history.append({"role": "user", "content": "Name one colour."})
     with pytest.warns(ContextTruncatedWarning, match="oldest message"):
         out = e.chat(history, SamplingParams(temperature=0, max_tokens=16))
@@ -120,16 +125,21 @@ def test_chat_truncate_drops_the_oldest_turns():
 
 def test_max_tokens_none_runs_to_the_end_of_the_context():
     e = LlamaEngine(n_ctx=64)
-    out = e.complete("Write a very long story:", SamplingParams(temperature=0, max_tokens=None,
-                                                                repeat_penalty=1.0))
+    out = e.complete(
+        "Write a very long story:",
+        SamplingParams(temperature=0, max_tokens=None, repeat_penalty=1.0),
+    )
     assert out.usage.total_tokens <= 64
 
 
 def test_cancel_stops_generation(engine):
     cancel = threading.Event()
     n = 0
-    for chunk in engine.stream("Write a long essay about rivers.",
-                               SamplingParams(temperature=0, max_tokens=400), cancel=cancel):
+    for chunk in engine.stream(
+        "Write a long essay about rivers.",
+        SamplingParams(temperature=0, max_tokens=400),
+        cancel=cancel,
+    ):
         n += 1
         if n == 3:
             cancel.set()
@@ -155,17 +165,23 @@ def test_prefix_cache_reuses_the_shared_prefix(engine):
     b = engine.chat(system + [{"role": "user", "content": "Where is Chad?"}], GREEDY)
     assert a.usage.cached_tokens >= 0
     assert b.usage.cached_tokens >= 64  # the system prompt was not evaluated again
-    assert engine.chat(system + [{"role": "user", "content": "Where is Peru?"}], GREEDY).text == a.text
+    assert (
+        engine.chat(system + [{"role": "user", "content": "Where is Peru?"}], GREEDY).text == a.text
+    )
 
 
 def test_json_schema_constrains_the_output(engine):
     import json
 
-    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
-                                               "year": {"type": "integer"}},
-              "required": ["city", "year"]}
-    out = engine.chat([{"role": "user", "content": "Give a city and a year as JSON."}],
-                      SamplingParams(temperature=0, max_tokens=60, json_schema=schema))
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 20}, "year": {"type": "integer"}},
+        "required": ["city", "year"],
+    }
+    out = engine.chat(
+        [{"role": "user", "content": "Give a city and a year as JSON."}],
+        SamplingParams(temperature=0, max_tokens=60, json_schema=schema),
+    )
     data = json.loads(out.text)
     assert set(data) == {"city", "year"} and isinstance(data["year"], int)
 

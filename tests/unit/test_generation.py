@@ -37,8 +37,16 @@ def test_stop_matcher_holds_back_a_possible_prefix():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_tokens": 0}, {"temperature": -1}, {"top_p": 0}, {"top_p": 1.5}, {"top_k": -1},
-     {"min_p": 2}, {"logprobs": 50}, {"grammar": "root ::= \"a\"", "json_schema": {}}],
+    [
+        {"max_tokens": 0},
+        {"temperature": -1},
+        {"top_p": 0},
+        {"top_p": 1.5},
+        {"top_k": -1},
+        {"min_p": 2},
+        {"logprobs": 50},
+        {"grammar": 'root ::= "a"', "json_schema": {}},
+    ],
 )
 def test_sampling_params_reject_bad_values(kwargs):
     with pytest.raises(ConfigError):

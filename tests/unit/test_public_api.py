@@ -27,7 +27,9 @@ def test_every_export_resolves():
 
 
 def test_import_is_lazy():
-    code = "import llamachain, sys; print('llama_cpp' in sys.modules, 'langchain_core' in sys.modules)"
+    code = (
+        "import llamachain, sys; print('llama_cpp' in sys.modules, 'langchain_core' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 

@@ -55,8 +55,11 @@ def test_unknown_format_lists_valid_names():
 
 def test_tool_messages_become_user_turns_for_strict_formats():
     out = get_format("gemma").render(
-        [{"role": "user", "content": "q"}, {"role": "assistant", "content": "call"},
-         {"role": "tool", "content": "42", "name": "calc"}]
+        [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "call"},
+            {"role": "tool", "content": "42", "name": "calc"},
+        ]
     )
     assert "<start_of_turn>user\n[result of calc]\n42<end_of_turn>" in out
 
