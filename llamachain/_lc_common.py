@@ -6,11 +6,31 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from langchain_core.language_models.base import LangSmithParams
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from llamachain.engine import LlamaEngine, SamplingParams
 from llamachain.engine.generation import Chunk, TokenLogprob
+from llamachain.errors import ConfigError
 from llamachain.settings import Settings
+
+# Per-call keyword arguments that both classes accept (ChatLlama adds tools / tool_choice).
+CALL_KWARGS = frozenset(
+    {
+        "json_schema",
+        "grammar",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "repeat_penalty",
+        "seed",
+        "logprobs",
+        "top_logprobs",
+        "timeout",
+    }
+)
 
 
 class LlamaParams(BaseModel):
@@ -90,6 +110,53 @@ class LlamaParams(BaseModel):
 
             return DEFAULT_MODEL
         return str(self.model).rsplit("/", 1)[-1]
+
+    def _identifying_params_common(self) -> dict[str, Any]:
+        return {
+            "model": self.model_name,
+            "n_ctx": self.n_ctx,
+            "chat_format": self.chat_format,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "repeat_penalty": self.repeat_penalty,
+            "seed": self.seed,
+        }
+
+    def _ls_params(
+        self, model_type: Literal["chat", "llm"], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider="llamachain",
+            ls_model_name=kwargs.get("model") or self.model_name,
+            ls_model_type=model_type,
+            ls_temperature=kwargs.get("temperature", self.temperature),
+        )
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if max_tokens is not None:
+            params["ls_max_tokens"] = max_tokens
+        ls_stop = stop or kwargs.get("stop") or self.stop
+        if ls_stop:
+            params["ls_stop"] = list(ls_stop)
+        return params
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """Token ids with the model's own tokenizer."""
+        return list(self.engine.tokenize(text))
+
+    def get_num_tokens(self, text: str) -> int:
+        return int(self.engine.count_tokens(text))
+
+    @staticmethod
+    def _check_call_kwargs(kwargs: dict[str, Any], allowed: frozenset[str], who: str) -> None:
+        unknown = set(kwargs) - allowed
+        if unknown:
+            raise ConfigError(
+                f"unknown argument(s) {', '.join(sorted(unknown))}; {who} accepts: "
+                f"{', '.join(sorted(allowed))}"
+            )
 
     def sampling_params(self, stop: Sequence[str] | None, kwargs: dict[str, Any]) -> SamplingParams:
         """Construction-time parameters overridden by per-call keyword arguments."""

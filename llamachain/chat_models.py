@@ -31,26 +31,11 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel
 
 from llamachain import _tools
-from llamachain._lc_common import LlamaParams, logprobs_payload, usage_dict
+from llamachain._lc_common import CALL_KWARGS, LlamaParams, logprobs_payload, usage_dict
 from llamachain.engine.generation import Chunk
 from llamachain.errors import ConfigError
 
-_CALL_KWARGS = {
-    "tools",
-    "tool_choice",
-    "json_schema",
-    "grammar",
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repeat_penalty",
-    "seed",
-    "logprobs",
-    "top_logprobs",
-    "timeout",
-}
+_CALL_KWARGS = CALL_KWARGS | {"tools", "tool_choice"}
 
 
 def _text(content: str | list[Any]) -> str:
@@ -190,41 +175,12 @@ class ChatLlama(LlamaParams, BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {
-            "model": self.model_name,
-            "n_ctx": self.n_ctx,
-            "chat_format": self.chat_format,
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "min_p": self.min_p,
-            "repeat_penalty": self.repeat_penalty,
-            "seed": self.seed,
-        }
+        return self._identifying_params_common()
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(
-            ls_provider="llamachain",
-            ls_model_name=kwargs.get("model") or self.model_name,
-            ls_model_type="chat",
-            ls_temperature=kwargs.get("temperature", self.temperature),
-        )
-        max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        if max_tokens is not None:
-            params["ls_max_tokens"] = max_tokens
-        ls_stop = stop or kwargs.get("stop") or self.stop
-        if ls_stop:
-            params["ls_stop"] = list(ls_stop)
-        return params
+        return self._ls_params("chat", stop, kwargs)
 
     # -- tokens -----------------------------------------------------------------------------
-
-    def get_token_ids(self, text: str) -> list[int]:
-        return self.engine.tokenize(text)
-
-    def get_num_tokens(self, text: str) -> int:
-        return self.engine.count_tokens(text)
 
     def get_num_tokens_from_messages(
         self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
@@ -247,12 +203,7 @@ class ChatLlama(LlamaParams, BaseChatModel):
     def _prepare(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
     ) -> tuple[list[dict[str, Any]], Any, _Reply, float | None]:
-        unknown = set(kwargs) - _CALL_KWARGS
-        if unknown:
-            raise ConfigError(
-                f"unknown argument(s) {', '.join(sorted(unknown))}; ChatLlama accepts: "
-                f"{', '.join(sorted(_CALL_KWARGS))}"
-            )
+        self._check_call_kwargs(kwargs, _CALL_KWARGS, "ChatLlama")
         msgs = to_engine_messages(messages)
         tools: list[dict[str, Any]] = list(kwargs.get("tools") or [])
         mode: str | None = None

@@ -10,24 +10,8 @@ from langchain_core.language_models import BaseLLM
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 
-from llamachain._lc_common import LlamaParams, logprobs_payload, usage_dict
+from llamachain._lc_common import CALL_KWARGS, LlamaParams, logprobs_payload, usage_dict
 from llamachain.engine.generation import Chunk
-from llamachain.errors import ConfigError
-
-_CALL_KWARGS = {
-    "json_schema",
-    "grammar",
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repeat_penalty",
-    "seed",
-    "logprobs",
-    "top_logprobs",
-    "timeout",
-}
 
 
 class LlamaLLM(LlamaParams, BaseLLM):
@@ -47,47 +31,13 @@ class LlamaLLM(LlamaParams, BaseLLM):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {
-            "model": self.model_name,
-            "n_ctx": self.n_ctx,
-            "use_chat_template": self.use_chat_template,
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "min_p": self.min_p,
-            "repeat_penalty": self.repeat_penalty,
-            "seed": self.seed,
-        }
+        return {**self._identifying_params_common(), "use_chat_template": self.use_chat_template}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(
-            ls_provider="llamachain",
-            ls_model_name=kwargs.get("model") or self.model_name,
-            ls_model_type="llm",
-            ls_temperature=kwargs.get("temperature", self.temperature),
-        )
-        max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        if max_tokens is not None:
-            params["ls_max_tokens"] = max_tokens
-        ls_stop = stop or self.stop
-        if ls_stop:
-            params["ls_stop"] = list(ls_stop)
-        return params
-
-    def get_token_ids(self, text: str) -> list[int]:
-        return self.engine.tokenize(text)
-
-    def get_num_tokens(self, text: str) -> int:
-        return self.engine.count_tokens(text)
+        return self._ls_params("llm", stop, kwargs)
 
     def _source(self, prompt: str, stop: list[str] | None, kwargs: dict[str, Any]) -> Any:
-        unknown = set(kwargs) - _CALL_KWARGS
-        if unknown:
-            raise ConfigError(
-                f"unknown argument(s) {', '.join(sorted(unknown))}; LlamaLLM accepts: "
-                f"{', '.join(sorted(_CALL_KWARGS))}"
-            )
+        self._check_call_kwargs(kwargs, CALL_KWARGS, "LlamaLLM")
         params = self.sampling_params(stop, kwargs)
         timeout = kwargs.get("timeout", self.timeout)
         if self.use_chat_template:
@@ -154,6 +104,16 @@ class LlamaLLM(LlamaParams, BaseLLM):
         usage = info.get("usage") or {}
         return Generation(text=total.text, generation_info=info), usage
 
+    def _result(self, merged: list[tuple[Generation, dict[str, int]]]) -> LLMResult:
+        totals = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+        for _, usage in merged:
+            for k in totals:
+                totals[k] += int(usage.get(k, 0))
+        return LLMResult(
+            generations=[[gen] for gen, _ in merged],
+            llm_output={"token_usage": totals, "model_name": self.model_name},
+        )
+
     def _generate(
         self,
         prompts: list[str],
@@ -161,16 +121,8 @@ class LlamaLLM(LlamaParams, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        generations = []
-        totals = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
-        for prompt in prompts:
-            gen, usage = self._merge(list(self._stream(prompt, stop, run_manager, **kwargs)))
-            generations.append([gen])
-            for k in totals:
-                totals[k] += int(usage.get(k, 0))
-        return LLMResult(
-            generations=generations,
-            llm_output={"token_usage": totals, "model_name": self.model_name},
+        return self._result(
+            [self._merge(list(self._stream(p, stop, run_manager, **kwargs))) for p in prompts]
         )
 
     async def _agenerate(
@@ -180,15 +132,8 @@ class LlamaLLM(LlamaParams, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        generations = []
-        totals = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+        merged = []
         for prompt in prompts:
             chunks = [c async for c in self._astream(prompt, stop, run_manager, **kwargs)]
-            gen, usage = self._merge(chunks)
-            generations.append([gen])
-            for k in totals:
-                totals[k] += int(usage.get(k, 0))
-        return LLMResult(
-            generations=generations,
-            llm_output={"token_usage": totals, "model_name": self.model_name},
-        )
+            merged.append(self._merge(chunks))
+        return self._result(merged)

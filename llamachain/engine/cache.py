@@ -88,7 +88,9 @@ def _load(params: LoadParams) -> LoadedModel:
             )
     except (ValueError, RuntimeError, OSError) as e:
         errors = [line.strip() for line in log if "error" in line.lower() or "fail" in line]
-        detail = f" (llama.cpp: {errors[-1]})" if errors else ""
+        # the first error names the cause ("unknown model architecture: ..."), later ones
+        # only say that loading failed
+        detail = f" (llama.cpp: {errors[0].split(': ', 1)[-1]})" if errors else ""
         raise ModelLoadError(
             f"llama.cpp could not load {params.path} ({info.architecture}, {info.file_type}): "
             f"{e}{detail}; run `llamachain doctor` to check the llama.cpp build, or try a "
