@@ -7,28 +7,24 @@ Every generation holds the model's lock, so any number of threads can share one 
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import logging
 import threading
-import time
 import warnings
 from collections.abc import AsyncIterator, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from llamachain.engine import _decode
 from llamachain.engine._async import aiter_in_thread
-from llamachain.engine._native import detokenize, physical_cores, token_piece
+from llamachain.engine._decode import PREFILL_BLOCK
+from llamachain.engine._native import detokenize, physical_cores
 from llamachain.engine.cache import LoadedModel, LoadParams, ModelCache, model_cache
 from llamachain.engine.generation import (
     Chunk,
     Completion,
-    FinishReason,
     SamplingParams,
-    StopMatcher,
-    TokenLogprob,
-    Usage,
 )
 from llamachain.engine.templates import (
     DEFAULT_FALLBACK,
@@ -37,7 +33,7 @@ from llamachain.engine.templates import (
     from_jinja,
     get_format,
 )
-from llamachain.errors import ConfigError, ContextOverflowError, GenerationError
+from llamachain.errors import ConfigError, ContextOverflowError
 from llamachain.models.gguf_info import ModelInfo, read_model_info
 from llamachain.models.registry import resolve_model_path
 from llamachain.settings import Settings
@@ -300,7 +296,17 @@ class LlamaEngine:
             import json
 
             grammar = _compile_grammar("json_schema", json.dumps(params.json_schema))
-        return self._generate(tokens, max_new, params, grammar, cancel, timeout)
+        return _decode.generate(
+            self._loaded(),
+            tokens,
+            max_new,
+            params,
+            grammar,
+            cancel,
+            timeout,
+            prefix_cache=self.prefix_cache,
+            block=min(PREFILL_BLOCK, self.n_batch),
+        )
 
     def complete(
         self,
@@ -393,141 +399,3 @@ class LlamaEngine:
             )
         ):
             yield chunk
-
-    def _generate(
-        self,
-        tokens: list[int],
-        max_new: int,
-        params: SamplingParams,
-        grammar: Any,
-        cancel: threading.Event | None,
-        timeout: float | None = None,
-    ) -> Iterator[Chunk]:
-        import llama_cpp
-
-        m = self._loaded()
-        with m.lock:
-            if m.closed:
-                raise GenerationError("the model was freed while a generation was starting")
-            llama = m.llama
-            vocab = llama_cpp.llama_model_get_vocab(llama.model)
-            llama.set_seed(params.seed if params.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
-            start = time.perf_counter()
-            cached = self._prefill(m, tokens)
-            deadline = start + timeout if timeout else None
-            first_at: float | None = None
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            matcher = StopMatcher(params.stop)
-            n = 0
-            finish: FinishReason = "length"
-            pending_ids: list[int] = []
-            pending_lps: list[TokenLogprob] = []
-            gen = llama.generate(
-                tokens,
-                top_k=params.top_k,
-                top_p=params.top_p,
-                min_p=params.min_p,
-                temp=params.temperature,
-                repeat_penalty=params.repeat_penalty,
-                grammar=grammar,
-            )
-            try:
-                for tok in gen:
-                    if first_at is None:
-                        first_at = time.perf_counter()
-                    if llama_cpp.llama_vocab_is_eog(vocab, tok):
-                        finish = "stop"
-                        break
-                    n += 1
-                    pending_ids.append(tok)
-                    if params.logprobs is not None:
-                        pending_lps.append(self._logprob(llama, tok, params.logprobs))
-                    piece = token_piece(vocab, tok)
-                    out = matcher.feed(decoder.decode(piece))
-                    if out:
-                        yield Chunk(out, pending_ids, pending_lps)
-                        pending_ids, pending_lps = [], []
-                    if matcher.stopped:
-                        finish = "stop"
-                        break
-                    if cancel is not None and cancel.is_set():
-                        finish = "cancelled"
-                        break
-                    if n >= max_new:
-                        finish = "length"
-                        break
-                    if deadline is not None and time.perf_counter() > deadline:
-                        finish = "timeout"
-                        break
-            except RuntimeError as e:
-                raise GenerationError(f"llama.cpp failed while generating: {e}") from e
-            finally:
-                gen.close()
-            end = time.perf_counter()
-            tail = "" if matcher.stopped else matcher.feed(decoder.decode(b"", final=True))
-            tail += matcher.flush()
-            first = first_at or end
-            timings = {
-                "prompt_seconds": first - start,
-                "decode_seconds": end - first,
-                "total_seconds": end - start,
-                "prompt_tokens_per_second": (len(tokens) - cached) / max(first - start, 1e-9),
-                "decode_tokens_per_second": max(n - 1, 0) / max(end - first, 1e-9),
-            }
-            usage = Usage(prompt_tokens=len(tokens), completion_tokens=n, cached_tokens=cached)
-            yield Chunk(tail, pending_ids, pending_lps, finish, usage, timings)
-
-    PREFILL_BLOCK = 64
-
-    def _prefill(self, m: LoadedModel, tokens: list[int]) -> int:
-        """Evaluate all but the last block of the prompt in fixed, position-aligned blocks.
-
-        llama.cpp's results depend slightly on how a prompt is split into batches.  Evaluating
-        every prompt in the same aligned blocks -- and reusing cached state only at block
-        boundaries that were themselves evaluated that way -- makes the prefix cache exact:
-        the answer at temperature 0 is the same whatever was asked before.
-        Returns how many tokens were reused from the cache.
-        """
-        llama = m.llama
-        block = min(self.PREFILL_BLOCK, self.n_batch)
-        boundary = (len(tokens) - 1) // block * block
-        reuse = 0
-        recurrent = getattr(llama, "_is_recurrent", False) or getattr(llama, "_is_hybrid", False)
-        if self.prefix_cache and not recurrent:
-            limit = min(m.aligned, llama.n_tokens, boundary)
-            ids = llama._input_ids
-            while reuse < limit and ids[reuse] == tokens[reuse]:
-                reuse += 1
-            reuse = reuse // block * block
-        if reuse == 0:
-            llama.reset()
-        else:
-            llama.n_tokens = reuse  # eval() drops the KV cells from here on
-        m.aligned = reuse
-        for i in range(reuse, boundary, block):
-            llama.eval(tokens[i : i + block])
-            m.aligned = i + block
-        return reuse
-
-    @staticmethod
-    def _logprob(llama: Any, token: int, top: int) -> TokenLogprob:
-        """Log-probability of ``token`` under the logits that produced it (before sampling)."""
-        import llama_cpp
-        import numpy as np
-
-        n_vocab = llama.n_vocab()
-        ptr = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
-        logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float64)
-        mx = logits.max()
-        logz = mx + np.log(np.exp(logits - mx).sum())
-        lp = logits - logz
-
-        def text(t: int) -> str:
-            return token_piece(llama._model.vocab, int(t), True).decode("utf-8", "replace")
-
-        best: tuple[tuple[str, float], ...] = ()
-        if top > 0:
-            idx = np.argpartition(-lp, top)[:top]
-            idx = idx[np.argsort(-lp[idx])]
-            best = tuple((text(int(i)), float(lp[i])) for i in idx)
-        return TokenLogprob(text(token), int(token), float(lp[token]), best)

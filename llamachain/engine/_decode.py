@@ -1,0 +1,165 @@
+"""The generation loop over a loaded llama.cpp model: prefill, sample, decode text, stop.
+
+Called by :class:`~llamachain.engine.LlamaEngine` with the model's lock not yet held; the
+loop holds it for the whole generation, so one model serves any number of threads.
+"""
+
+from __future__ import annotations
+
+import codecs
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from llamachain.engine._native import token_piece
+from llamachain.engine.cache import LoadedModel
+from llamachain.engine.generation import (
+    Chunk,
+    FinishReason,
+    SamplingParams,
+    StopMatcher,
+    TokenLogprob,
+    Usage,
+)
+from llamachain.errors import GenerationError
+
+PREFILL_BLOCK = 64
+
+
+def generate(
+    m: LoadedModel,
+    tokens: list[int],
+    max_new: int,
+    params: SamplingParams,
+    grammar: Any,
+    cancel: threading.Event | None,
+    timeout: float | None,
+    *,
+    prefix_cache: bool,
+    block: int,
+) -> Iterator[Chunk]:
+    """Yield text chunks; the last one carries the finish reason, usage and timings."""
+    import llama_cpp
+
+    with m.lock:
+        if m.closed:
+            raise GenerationError("the model was freed while a generation was starting")
+        llama = m.llama
+        vocab = llama_cpp.llama_model_get_vocab(llama.model)
+        llama.set_seed(params.seed if params.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
+        start = time.perf_counter()
+        cached = prefill(m, tokens, prefix_cache=prefix_cache, block=block)
+        deadline = start + timeout if timeout else None
+        first_at: float | None = None
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        matcher = StopMatcher(params.stop)
+        n = 0
+        finish: FinishReason = "length"
+        pending_ids: list[int] = []
+        pending_lps: list[TokenLogprob] = []
+        gen = llama.generate(
+            tokens,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            min_p=params.min_p,
+            temp=params.temperature,
+            repeat_penalty=params.repeat_penalty,
+            grammar=grammar,
+        )
+        try:
+            for tok in gen:
+                if first_at is None:
+                    first_at = time.perf_counter()
+                if llama_cpp.llama_vocab_is_eog(vocab, tok):
+                    finish = "stop"
+                    break
+                n += 1
+                pending_ids.append(tok)
+                if params.logprobs is not None:
+                    pending_lps.append(logprob(llama, vocab, tok, params.logprobs))
+                out = matcher.feed(decoder.decode(token_piece(vocab, tok)))
+                if out:
+                    yield Chunk(out, pending_ids, pending_lps)
+                    pending_ids, pending_lps = [], []
+                if matcher.stopped:
+                    finish = "stop"
+                    break
+                if cancel is not None and cancel.is_set():
+                    finish = "cancelled"
+                    break
+                if n >= max_new:
+                    finish = "length"
+                    break
+                if deadline is not None and time.perf_counter() > deadline:
+                    finish = "timeout"
+                    break
+        except RuntimeError as e:
+            raise GenerationError(f"llama.cpp failed while generating: {e}") from e
+        finally:
+            gen.close()
+        end = time.perf_counter()
+        tail = "" if matcher.stopped else matcher.feed(decoder.decode(b"", final=True))
+        tail += matcher.flush()
+        first = first_at or end
+        timings = {
+            "prompt_seconds": first - start,
+            "decode_seconds": end - first,
+            "total_seconds": end - start,
+            "prompt_tokens_per_second": (len(tokens) - cached) / max(first - start, 1e-9),
+            "decode_tokens_per_second": max(n - 1, 0) / max(end - first, 1e-9),
+        }
+        usage = Usage(prompt_tokens=len(tokens), completion_tokens=n, cached_tokens=cached)
+        yield Chunk(tail, pending_ids, pending_lps, finish, usage, timings)
+
+
+def prefill(m: LoadedModel, tokens: list[int], *, prefix_cache: bool, block: int) -> int:
+    """Evaluate all but the last block of the prompt in fixed, position-aligned blocks.
+
+    llama.cpp's results depend slightly on how a prompt is split into batches.  Evaluating
+    every prompt in the same aligned blocks -- and reusing cached state only at block
+    boundaries that were themselves evaluated that way -- makes the prefix cache exact: the
+    answer at temperature 0 is the same whatever was asked before.  ``llama.generate`` then
+    evaluates the rest (at most one block) and samples.  Returns the tokens reused.
+    """
+    llama = m.llama
+    boundary = (len(tokens) - 1) // block * block
+    reuse = 0
+    recurrent = getattr(llama, "_is_recurrent", False) or getattr(llama, "_is_hybrid", False)
+    if prefix_cache and not recurrent:
+        limit = min(m.aligned, llama.n_tokens, boundary)
+        ids = llama._input_ids
+        while reuse < limit and ids[reuse] == tokens[reuse]:
+            reuse += 1
+        reuse = reuse // block * block
+    if reuse == 0:
+        llama.reset()
+    else:
+        llama.n_tokens = reuse  # eval() drops the KV cells from here on
+    m.aligned = reuse
+    for i in range(reuse, boundary, block):
+        llama.eval(tokens[i : i + block])
+        m.aligned = i + block
+    return reuse
+
+
+def logprob(llama: Any, vocab: Any, token: int, top: int) -> TokenLogprob:
+    """Log-probability of ``token`` under the logits that produced it (before sampling)."""
+    import llama_cpp
+    import numpy as np
+
+    n_vocab = llama.n_vocab()
+    ptr = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
+    logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float64)
+    mx = logits.max()
+    lp = logits - (mx + np.log(np.exp(logits - mx).sum()))
+
+    def text(t: int) -> str:
+        return token_piece(vocab, int(t), True).decode("utf-8", "replace")
+
+    best: tuple[tuple[str, float], ...] = ()
+    if top > 0:
+        idx = np.argpartition(-lp, top)[:top]
+        idx = idx[np.argsort(-lp[idx])]
+        best = tuple((text(int(i)), float(lp[i])) for i in idx)
+    return TokenLogprob(text(token), int(token), float(lp[token]), best)
