@@ -30,9 +30,18 @@ def model_without_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("no-template") / "smollm2-no-template.gguf"
     subprocess.run(
-        [sys.executable, "-m", "gguf.scripts.gguf_new_metadata", str(resolve_model_path(None)),
-         str(out), "--remove-metadata", "tokenizer.chat_template", "--force"],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "gguf.scripts.gguf_new_metadata",
+            str(resolve_model_path(None)),
+            str(out),
+            "--remove-metadata",
+            "tokenizer.chat_template",
+            "--force",
+        ],
+        check=True,
+        capture_output=True,
     )
     return out
 
