@@ -54,3 +54,28 @@ class UnknownChatFormatError(ConfigError):
 
 class GenerationError(LlamaChainError):
     """llama.cpp failed while generating (for example, a decode error)."""
+
+
+class EmbeddingError(LlamaChainError):
+    """An embedding model could not be loaded or could not embed a text."""
+
+
+class DocumentLoadError(LlamaChainError):
+    """A document could not be read: unsupported type, unreadable, or corrupt."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class StoreError(LlamaChainError):
+    """The vector store (a Chroma directory or server) failed or is unreachable."""
+
+
+class EmbeddingMismatchError(StoreError, ConfigError):
+    """A knowledge base was built with another embedding model than the one in use."""
+
+
+class KnowledgeBaseError(LlamaChainError):
+    """A knowledge base does not exist, or an ingestion could not proceed."""

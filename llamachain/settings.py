@@ -50,3 +50,43 @@ class Settings(BaseSettings):
         "output can then differ in rare near-ties -- turn off for bit-exact repeatability).",
     )
     verbose: bool = Field(default=False, description="Show llama.cpp's own log output.")
+
+    # --- knowledge bases -------------------------------------------------------------------
+    embedding_model: str | None = Field(
+        default=None,
+        description="sentence-transformers model directory or name; default: the bundled "
+        "all-MiniLM-L6-v2.",
+    )
+    embedding_backend: Literal["torch", "onnx"] = Field(
+        default="torch", description="sentence-transformers backend used to run the embedder."
+    )
+    embedding_batch_size: int = Field(default=32, ge=1, description="Texts per embedding batch.")
+    chunk_tokens: int | None = Field(
+        default=None,
+        ge=16,
+        description="Chunk size in embedder tokens; default (and upper bound): what the "
+        "embedding model reads without truncating.",
+    )
+    chunk_overlap: int = Field(default=32, ge=0, description="Tokens shared by adjacent chunks.")
+    chroma_host: str | None = Field(
+        default=None,
+        description="Chroma server host (client/server mode); default: a local Chroma "
+        "directory under home.",
+    )
+    chroma_port: int = Field(default=8000, ge=1, le=65535, description="Chroma server port.")
+    chroma_ssl: bool = Field(default=False, description="Use HTTPS for the Chroma server.")
+    chroma_token: str | None = Field(
+        default=None, description="Bearer token for a Chroma server that requires one."
+    )
+    retrieval_k: int = Field(default=4, ge=1, description="Chunks returned by a retriever.")
+    fetch_k: int = Field(
+        default=20, ge=1, description="Candidates each retrieval method fetches before fusion."
+    )
+    retrieval_mode: Literal["hybrid", "dense", "bm25"] = Field(
+        default="hybrid", description="Dense, BM25, or both fused by reciprocal rank."
+    )
+
+    @property
+    def kb_dir(self) -> Path:
+        """Where local knowledge bases (the Chroma directory) live."""
+        return self.home / "kb"

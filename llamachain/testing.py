@@ -1,5 +1,8 @@
 """Fakes for tests -- yours and ours.  No model file, no llama.cpp.
 
+``FakeEmbeddings`` stands in for the sentence-transformers embedder: a deterministic hashed
+bag of words (texts sharing words are similar), with a word tokenizer for the chunker.
+
 ``FakeEngine`` stands in for :class:`~llamachain.engine.LlamaEngine` wherever an engine is
 accepted (``ChatLlama(engine=FakeEngine())``).  Queue the replies it should give with
 :meth:`FakeEngine.enqueue`; it records every prompt it receives.  It tokenizes by words,
@@ -9,11 +12,15 @@ way the real engine does.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import re
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
+
+from langchain_core.embeddings import Embeddings
 
 from llamachain.engine._async import aiter_in_thread
 from llamachain.engine.generation import (
@@ -151,3 +158,63 @@ class FakeEngine:
 
     def close(self) -> None:
         self.closed = True
+
+
+_TOKENS = re.compile(r"\w+|[^\w\s]")
+
+
+class FakeEmbeddings(Embeddings):
+    """Deterministic embeddings without a model: a normalised hashed bag of lower-cased words.
+
+    Implements LangChain's ``Embeddings`` interface (``embed_documents`` / ``embed_query`` and
+    their async forms) plus what llamachain's chunker and knowledge bases use
+    (``token_offsets``, ``max_chunk_tokens``, ``model_id``, ``dimension``).  Tokens are words and
+    punctuation marks.  ``calls`` counts the texts embedded so far.
+    """
+
+    def __init__(self, dimension: int = 64, max_chunk_tokens: int = 64) -> None:
+        self._dimension = dimension
+        self._max_chunk_tokens = max_chunk_tokens
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        return f"fake-embeddings-{self._dimension}"
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    @property
+    def max_chunk_tokens(self) -> int:
+        return self._max_chunk_tokens
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        return [m.span() for m in _TOKENS.finditer(text)]
+
+    def _vector(self, text: str) -> list[float]:
+        vec = [0.0] * self._dimension
+        for m in _TOKENS.finditer(text.lower()):
+            digest = hashlib.blake2b(m.group().encode(), digest_size=8).digest()
+            h = int.from_bytes(digest, "little")
+            vec[h % self._dimension] += 1.0 if (h >> 32) & 1 else -1.0
+        norm = math.sqrt(sum(v * v for v in vec))
+        if norm == 0.0:
+            vec[0] = 1.0
+            return vec
+        return [v / norm for v in vec]
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        with self._lock:
+            self.calls += len(texts)
+        return [self._vector(t) for t in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.embed_documents(texts)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        return self.embed_query(text)

@@ -27,10 +27,19 @@ fi
 # 1. llama-cpp-python, compiled for this CPU without AMX (see scripts/build_llama_cpp.py).
 .venv/bin/python scripts/build_llama_cpp.py
 
-# 2. llamachain itself (editable) with test and benchmark extras; llama-cpp-python is already
+# 2. torch as a CPU build, before anything asks for a bare `torch` (which pip would satisfy with
+#    a multi-GB CUDA build).  Override with TORCH_SPEC, e.g. for another index or version.
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+  echo "[llamachain] installing $TORCH_SPEC (CPU)"
+  # shellcheck disable=SC2086
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check $TORCH_SPEC
+fi
+
+# 3. llamachain itself (editable) with test and benchmark extras; llama-cpp-python is already
 #    satisfied by the build above, so pip never compiles it with its own default flags.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 
-# 3. Check that the build loads and that the default model is found (no download).
+# 4. Check that the build loads and that the default model is found (no download).
 .venv/bin/llamachain models info smollm2-135m-instruct
 echo "[llamachain] ready: .venv/bin/llamachain --help"
