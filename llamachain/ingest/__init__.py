@@ -1,0 +1,1 @@
+"""Document loading and chunking for knowledge bases: files -> sections -> chunks."""
