@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llamachain import _where
 from llamachain._protocols import IdentifiedEmbeddings
 from llamachain.errors import (
     ConfigError,
@@ -198,6 +199,8 @@ def chroma_errors(action: str, where: str) -> Iterator[None]:
 # ---- collections ----------------------------------------------------------------------------
 MODEL_KEY = "llamachain_embedding_model"
 DIMENSION_KEY = "llamachain_embedding_dimension"
+#: The collection's revision token (see :mod:`llamachain._revision`).
+REVISION_KEY = "llamachain_revision"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
 
 
@@ -235,6 +238,28 @@ def open_collection(
         )
 
 
+def read_metadata(client: Any, collection: Any, where: str) -> dict[str, Any]:
+    """The collection's metadata as stored now (``collection.metadata`` is a copy taken when
+    the collection object was fetched: another process may have changed it since)."""
+    with chroma_errors("reading the collection metadata", where):
+        fresh = client.get_collection(collection.name, embedding_function=None)
+    return dict(fresh.metadata or {})
+
+
+def set_metadata(client: Any, collection: Any, values: Mapping[str, Any], where: str) -> None:
+    """Set ``values`` in the collection's metadata, keeping its other keys.
+
+    Chroma's ``modify(metadata=...)`` replaces the whole dict, so the stored one is read first
+    and merged.  ``hnsw:space`` (a legacy way to choose the distance) is left out: ``modify``
+    refuses it, and the distance stays in the collection's configuration anyway.
+    """
+    meta = read_metadata(client, collection, where)
+    meta.update(values)
+    meta.pop("hnsw:space", None)
+    with chroma_errors("updating the collection metadata", where):
+        collection.modify(metadata=meta)
+
+
 def collection_space(collection: Any) -> str:
     """The distance a collection's index uses: ``cosine``, ``l2`` or ``ip``."""
     # The raw JSON: the parsed ``configuration`` warns about the absent embedding function.
@@ -253,6 +278,47 @@ def similarity_from_distance(space: str) -> Callable[[float], float]:
     return lambda d: 1.0 - d  # cosine distance, or inner-product distance of unit vectors
 
 
+def nearest(
+    collection: Any,
+    query: Any,
+    k: int,
+    filter: dict[str, Any] | None,
+    where_document: dict[str, Any] | None,
+    include: list[str],
+    where: str,
+) -> dict[str, Any]:
+    """Chroma's nearest-neighbour query of ``query`` (a 1-row float32 array).
+
+    With a ``filter`` (and no ``where_document``) the nearest ``max(4k, 100)`` records are
+    fetched unfiltered and filtered here first: Chroma's own filtered search scans the
+    matching ids and takes ~0.1-1 s at 100k records.  Only when fewer than ``k`` of them pass
+    does Chroma filter.  The ``k`` best matching records are the same either way.
+    """
+    clause = _where.normalize(filter)
+    doc_clause = _where.normalize_document(where_document)
+
+    def run(n: int, w: Any, wd: Any, inc: list[str]) -> dict[str, Any]:
+        with chroma_errors("searching", where):
+            got = collection.query(
+                query_embeddings=query,
+                n_results=n,
+                where=w,
+                where_document=wd,
+                include=list(dict.fromkeys(inc)),
+            )
+        return dict(got)
+
+    if clause is not None and doc_clause is None:
+        pool = max(4 * k, 100)
+        wide = run(pool, None, None, [*include, "metadatas", "documents"])
+        metas, docs = wide["metadatas"][0], wide["documents"][0]
+        keep = [i for i in range(len(metas)) if _where.matches(metas[i], clause, docs[i] or "")]
+        keep = keep[:k]
+        if len(keep) == k or len(metas) < pool:
+            return {key: [[wide[key][0][i] for i in keep]] for key in ("ids", *include)}
+    return run(k, clause, doc_clause, include)
+
+
 def clean_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """A copy of ``metadata`` that Chroma accepts (``None`` when empty); ConfigError if not."""
     if not metadata:
@@ -267,6 +333,43 @@ def clean_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
                 "strings, numbers, bools and non-empty lists of those: convert it first"
             )
     return dict(metadata)
+
+
+def as_vectors(embeddings: Any) -> Any:
+    """``embeddings`` as a 2-d float32 array (one row per record); ConfigError if not."""
+    import numpy as np
+
+    try:
+        vectors = np.asarray(embeddings, dtype=np.float32)
+    except ValueError as e:
+        raise ConfigError(f"vectors must all have the same length: {e}") from e
+    if vectors.ndim != 2:
+        raise ConfigError(f"expected one vector per id, got an array of shape {vectors.shape}")
+    return vectors
+
+
+def upsert_records(
+    collection: Any,
+    ids: Sequence[str],
+    texts: Sequence[str],
+    vectors: Any,
+    metas: Sequence[Mapping[str, Any] | None],
+    step: int,
+    where: str,
+) -> None:
+    """Upsert in batches of at most ``step`` records; a repeated id keeps its last record."""
+    last = {i: pos for pos, i in enumerate(ids)}
+    positions = sorted(last.values()) if len(last) != len(ids) else list(range(len(ids)))
+    for start in range(0, len(positions), step):
+        part = positions[start : start + step]
+        part_ids = [str(ids[p]) for p in part]
+        with chroma_errors("writing records", where):
+            collection.upsert(
+                ids=part_ids,
+                embeddings=vectors[part],
+                documents=[texts[p] for p in part],
+                metadatas=replacing_metadatas(collection, part_ids, [metas[p] for p in part]),
+            )
 
 
 def replacing_metadatas(
@@ -306,7 +409,8 @@ class EmbedderGuard:
     query.  Whatever is not yet recorded is recorded.
     """
 
-    def __init__(self, collection: Any, name: str, embedding: Any, where: str) -> None:
+    def __init__(self, client: Any, collection: Any, name: str, embedding: Any, where: str) -> None:
+        self.client = client
         self.collection = collection
         self.name = name
         self.embedding = embedding
@@ -379,9 +483,7 @@ class EmbedderGuard:
         return len(vectors[0])
 
     def record(self, values: dict[str, Any]) -> None:
-        meta = dict(self.collection.metadata or {})
+        meta = read_metadata(self.client, self.collection, self.where)
         wanted = {k: v for k, v in values.items() if meta.get(k) is None}
         if wanted:
-            meta.update(wanted)
-            with chroma_errors("recording the embedding model", self.where):
-                self.collection.modify(metadata=meta)
+            set_metadata(self.client, self.collection, wanted, self.where)

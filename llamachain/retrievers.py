@@ -15,25 +15,29 @@ writes these metadata keys: ``source``, ``file_name``, ``file_type``, ``heading`
 ``{"$and": [{"file_type": "pdf"}, {"page": {"$lte": 10}}]}``.  Set ``filter`` on the retriever,
 or pass ``filter=`` (and ``k=``, ``mode=``, ``where_document=``) to ``invoke``; both apply.
 
-The BM25 index is built in memory from every document of the collection on first use (and
-shared by every retriever over the same store object), and
-rebuilt when the store changes: at once after any write through the same
-:class:`~llamachain.vectorstores.ChromaVectorStore`, and, for writes by anyone else (another
-process ingesting), when the number of documents in the collection changed -- checked at most
-every ``recheck_seconds`` (counting is a scan: ~10 ms at 100k chunks).  A change that keeps the
-count (metadata edits by another process) is not seen: :meth:`HybridRetriever.refresh` forces
-a rebuild.  Stop words (NLTK's English list) are dropped and words are stemmed (Snowball
-English) when PyStemmer is installed.
+The BM25 index (see :mod:`llamachain._bm25`) is shared by every retriever over the same store
+object, and kept on disk (:mod:`llamachain._bm25_cache`) -- next to a local Chroma directory, or
+under ``Settings.home/cache`` for a Chroma server -- under the collection's *revision token*, a
+random value that every write through a :class:`~llamachain.vectorstores.ChromaVectorStore`
+replaces (see :meth:`~llamachain.vectorstores.ChromaVectorStore.touch`).  A new process (each
+``llamachain search``) whose collection still has that token loads the index instead of
+rebuilding it.
+
+It is made again when the store changes: at once after any write through the same store
+object, and, for writes by anyone else (another process ingesting), when the revision token
+changed -- checked (one metadata read) at most every ``recheck_seconds``.  A collection without
+a token (written only by other tools) falls back to comparing the number of records, and its
+index is not kept on disk.  :meth:`HybridRetriever.refresh` forces a rebuild.  Words are
+lower-cased, English stop words dropped and words stemmed (Snowball English) when PyStemmer is
+installed.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForRetrieverRun,
@@ -45,18 +49,15 @@ from langchain_core.runnables.config import run_in_executor
 from pydantic import Field
 
 from llamachain import _where
+from llamachain._bm25 import BM25Index
+from llamachain._bm25_cache import forget_cache, open_index
 from llamachain.errors import ConfigError
 from llamachain.vectorstores import ChromaVectorStore
-
-if TYPE_CHECKING:
-    import numpy as np
 
 logger = logging.getLogger(__name__)
 
 Mode = Literal["hybrid", "dense", "bm25"]
 _MODES = ("hybrid", "dense", "bm25")
-_PAGE = 5000
-_MASKS = 16  # filters whose per-document results are remembered
 _IGNORED_KWARGS = frozenset({"verbose"})
 _BM25_KEY = "llamachain.retrievers.bm25"
 
@@ -76,167 +77,14 @@ def _and(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] |
     return {"$and": [a, b]}
 
 
-class _BM25Index:
-    """An in-memory BM25 index of one collection, with what filters need."""
-
-    def __init__(self, store: ChromaVectorStore, revision: int) -> None:
-        self.revision = revision
-        self.checked_at = time.monotonic()
-        self.ids: list[str] = []
-        self.metadatas: list[dict[str, Any]] = []
-        texts: list[str] = []
-        seen: set[str] = set()
-        offset = 0
-        while True:
-            got = store.get(limit=_PAGE, offset=offset, include=("documents", "metadatas"))
-            page_ids = got["ids"]
-            for i, d, m in zip(page_ids, got["documents"], got["metadatas"], strict=True):
-                if i not in seen:
-                    seen.add(i)
-                    self.ids.append(i)
-                    texts.append(d or "")
-                    self.metadatas.append(dict(m or {}))
-            if len(page_ids) < _PAGE:
-                break
-            offset += _PAGE
-        self.count = len(self.ids)
-        self._masks: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-        self.model: Any = None
-        self.vocab: dict[str, int] = {}
-        self._tokenizer = _tokenizer()
-        if self.count:
-            import bm25s
-
-            tokenized = self._tokenizer.tokenize(
-                texts, update_vocab=True, return_as="tuple", show_progress=False
-            )
-            self.model = bm25s.BM25()
-            self.model.index(tokenized, show_progress=False)
-            self.vocab = self.model.vocab_dict
-        self._stop = set(self._tokenizer.stopwords or ())
-
-    def query_ids(self, query: str) -> list[int]:
-        """Vocabulary ids of the query's words (stop words and unknown words left out)."""
-        tok = self._tokenizer
-        out = []
-        for word in tok.splitter(query.lower()):
-            if word in self._stop:
-                continue
-            stem = tok.stemmer(word) if tok.stemmer is not None else word
-            sid = self.vocab.get(stem)
-            if sid is not None and stem:
-                out.append(sid)
-        return out
-
-    def search(
-        self,
-        query: str,
-        n: int,
-        where: dict[str, Any] | None,
-        where_document: dict[str, Any] | None,
-        store: ChromaVectorStore,
-    ) -> list[tuple[str, float]]:
-        """The ``n`` best ``(id, bm25 score)`` that pass the filters, best first."""
-        import numpy as np
-
-        token_ids = self.query_ids(query) if self.model is not None else []
-        if not token_ids or n <= 0:
-            return []
-        scores = self.model.get_scores_from_ids(token_ids)
-        hits = np.flatnonzero(scores > 0)
-        if hits.size == 0:
-            return []
-        if where is None and where_document is None:
-            return [(self.ids[i], float(scores[i])) for i in self._best(hits, scores, n)]
-        by_store = where_document is not None or _where.uses_document(where)
-        mask = None if where is None or by_store else self._mask(where)
-        pool = max(4 * n, 64)
-        while True:
-            top = self._best(hits, scores, pool)
-            if mask is None:
-                kept = self._filter_in_store(top, where, where_document, store)
-            else:
-                assert where is not None
-                kept = self._filter_here(top, where, mask)
-            if len(kept) >= n or pool >= hits.size:
-                break
-            pool *= 4
-        return [(self.ids[i], float(scores[i])) for i in kept[:n]]
-
-    def _best(self, hits: np.ndarray, scores: np.ndarray, m: int) -> list[int]:
-        """Indices of the ``m`` best-scored hits, by score then id (ties at the cut kept)."""
-        import numpy as np
-
-        if hits.size > m:
-            part = np.argpartition(-scores[hits], m - 1)[:m]
-            cut = scores[hits[part]].min()
-            hits = hits[scores[hits] >= cut]
-        order = sorted(hits.tolist(), key=lambda i: (-float(scores[i]), self.ids[i]))
-        return order[:m]
-
-    def _mask(self, where: dict[str, Any]) -> np.ndarray:
-        """Remembered filter results per document: -1 unknown, 0 fails, 1 passes."""
-        import numpy as np
-
-        key = _where.canonical(where)
-        with self._lock:
-            mask = self._masks.get(key)
-            if mask is None:
-                mask = np.full(self.count, -1, dtype=np.int8)
-                self._masks[key] = mask
-                while len(self._masks) > _MASKS:
-                    self._masks.popitem(last=False)
-            else:
-                self._masks.move_to_end(key)
-        return mask
-
-    def _filter_here(self, top: list[int], where: dict[str, Any], mask: np.ndarray) -> list[int]:
-        kept = []
-        for i in top:
-            state = mask[i]
-            if state < 0:
-                state = 1 if _where.matches(self.metadatas[i], where) else 0
-                mask[i] = state
-            if state:
-                kept.append(i)
-        return kept
-
-    def _filter_in_store(
-        self,
-        top: list[int],
-        where: dict[str, Any] | None,
-        where_document: dict[str, Any] | None,
-        store: ChromaVectorStore,
-    ) -> list[int]:
-        if not top:
-            return []
-        got = store.get(
-            ids=[self.ids[i] for i in top], where=where, where_document=where_document, include=()
-        )
-        passing = set(got["ids"])
-        return [i for i in top if self.ids[i] in passing]
-
-
-def _tokenizer() -> Any:
-    from bm25s.tokenization import Tokenizer
-
-    try:
-        import Stemmer
-
-        stemmer: Any = Stemmer.Stemmer("english")
-    except ImportError:  # PyStemmer is optional
-        stemmer = None
-    return Tokenizer(lower=True, stopwords="en_plus", stemmer=stemmer)
-
-
 class HybridRetriever(BaseRetriever):
     """Dense + BM25 retrieval over a :class:`ChromaVectorStore`, fused by reciprocal rank.
 
     ``mode`` picks ``"hybrid"`` (both), ``"dense"`` or ``"bm25"``.  ``fetch_k`` candidates
     come from each method before fusion.  ``filter`` is a Chroma ``where`` dict applied to
     both methods.  The store is asked whether someone else changed it at most every
-    ``recheck_seconds`` (0: before every query).
+    ``recheck_seconds`` (0: before every query).  ``cache_bm25=False`` keeps the BM25 index in
+    memory only (neither loaded from nor saved to disk).
     """
 
     vectorstore: ChromaVectorStore
@@ -247,6 +95,7 @@ class HybridRetriever(BaseRetriever):
     filter: dict[str, Any] | None = None
     where_document: dict[str, Any] | None = None
     recheck_seconds: float = Field(default=2.0, ge=0.0)
+    cache_bm25: bool = True
 
     def __init__(self, **data: Any) -> None:
         # Checked here, not by a pydantic validator, so that a bad filter is a ConfigError
@@ -262,29 +111,40 @@ class HybridRetriever(BaseRetriever):
 
     # ---- BM25 index -----------------------------------------------------------------------
     def refresh(self) -> None:
-        """Forget the BM25 index; the next query rebuilds it from the store."""
+        """Forget the BM25 index, also on disk; the next query rebuilds it from the store."""
         with self.vectorstore.derived_lock:
             self.vectorstore.derived.pop(_BM25_KEY, None)
+            forget_cache(self.vectorstore)
 
-    def _bm25_index(self) -> _BM25Index:
+    def bm25_info(self) -> dict[str, Any]:
+        """The BM25 index in use (made first if needed): ``documents``, ``terms``, ``origin``
+        (``"built"`` or ``"loaded"``), ``revision_token``, ``seconds`` it took, ``phases``
+        (their seconds) and ``path`` (where it is kept on disk, or ``None``)."""
+        return self._bm25_index().info()
+
+    def _bm25_index(self) -> BM25Index:
         store = self.vectorstore
         with store.derived_lock:
-            index = store.derived.get(_BM25_KEY)
-            revision = store.revision
-            if index is not None and index.revision == revision:
+            index: BM25Index | None = store.derived.get(_BM25_KEY)
+            if index is not None and index.revision == store.revision:
                 now = time.monotonic()
                 if now - index.checked_at < self.recheck_seconds:
                     return index
-                if store.count() == index.count:
+                if index.is_current(store):
                     index.checked_at = now
                     return index
-            started = time.perf_counter()
-            index = _BM25Index(store, revision)
+            revision = store.revision
+            index = open_index(store, persist=self.cache_bm25)
+            index.revision = revision
+            phases = ", ".join(f"{k} {v:.2f} s" for k, v in index.phases.items())
             logger.info(
-                "built the BM25 index of %s (%d documents) in %.2f s",
+                "%s the BM25 index of %s (%d documents) in %.2f s%s%s",
+                index.origin,
                 store.collection_name,
                 index.count,
-                time.perf_counter() - started,
+                index.seconds,
+                f" ({phases})" if phases else "",
+                f"; kept in {index.path}" if index.path is not None else "",
             )
             store.derived[_BM25_KEY] = index
             return index

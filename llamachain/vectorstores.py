@@ -14,6 +14,9 @@ linearly to ``[0, 1]`` as ``(1 + similarity) / 2``.
 The collection records the embedding model that wrote it (``llamachain_embedding_model``,
 ``llamachain_embedding_dimension`` in its metadata).  Opening it with another model, or with
 vectors of another size, raises :class:`~llamachain.errors.EmbeddingMismatchError`.
+
+Every write also replaces a random revision token in the collection's metadata (see
+:meth:`ChromaVectorStore.touch`): caches of the collection (the BM25 index) compare it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,16 +38,20 @@ from llamachain._chroma import (
     DIMENSION_KEY,
     MODEL_KEY,
     EmbedderGuard,
+    as_vectors,
     chroma_errors,
     clean_metadata,
     collection_space,
     embedder_record,
     location,
     make_client,
+    nearest,
     open_collection,
     replacing_metadatas,
     similarity_from_distance,
+    upsert_records,
 )
+from llamachain._revision import Revisions
 from llamachain.errors import ConfigError
 from llamachain.settings import Settings
 
@@ -75,7 +83,7 @@ class ChromaVectorStore(VectorStore):
     created.  ``collection_metadata`` is stored on a new collection.
 
     Writes use upsert semantics: adding a text with an existing id replaces it.  Every write
-    through this object increments :attr:`revision`.
+    increments :attr:`revision` and replaces the revision token (see :meth:`write_batch`).
     """
 
     def __init__(
@@ -91,10 +99,9 @@ class ChromaVectorStore(VectorStore):
     ) -> None:
         self.collection_name = collection_name
         self._embedding = embedding
+        self._settings = settings
         self._client = client if client is not None else make_client(settings, path=path)
         self._where = location(self._client)
-        self._lock = threading.Lock()
-        self._revision = 0
         self._derived: dict[str, Any] = {}
         self._derived_lock = threading.RLock()
         self._batch_size: int | None = None
@@ -104,7 +111,10 @@ class ChromaVectorStore(VectorStore):
         )
         space = collection_space(self._collection)
         self._to_similarity = similarity_from_distance(space)
-        self._guard = EmbedderGuard(self._collection, collection_name, embedding, self._where)
+        self._revisions = Revisions(self._client, self._collection, self._where)
+        self._guard = EmbedderGuard(
+            self._client, self._collection, collection_name, embedding, self._where
+        )
         self._guard.check_at_open()
         logger.debug("opened collection %s at %s (%s space)", collection_name, self._where, space)
 
@@ -123,15 +133,21 @@ class ChromaVectorStore(VectorStore):
         return self._embedding
 
     @property
+    def settings(self) -> Settings | None:
+        """The settings this store was opened with, if any."""
+        return self._settings
+
+    @property
     def revision(self) -> int:
-        """How many writes went through this object; caches compare it to notice changes."""
-        return self._revision
+        """How many writes (and touches) went through this object; in-process caches compare
+        it to notice them without asking Chroma."""
+        return self._revisions.local
 
     @property
     def derived(self) -> dict[str, Any]:
-        """Data derived from the collection (the hybrid retriever's BM25 index), kept here so
-        that every retriever over this store object shares it.  Entries check :attr:`revision`
-        themselves; hold :attr:`derived_lock` while reading or replacing one."""
+        """Data derived from the collection (the BM25 index), shared by every retriever over
+        this store object; entries check :attr:`revision` and :meth:`revision_token`
+        themselves.  Hold :attr:`derived_lock` while reading or replacing one."""
         return self._derived
 
     @property
@@ -143,9 +159,30 @@ class ChromaVectorStore(VectorStore):
         """The Chroma directory or server URL."""
         return self._where
 
-    def _bump(self) -> None:
-        with self._lock:
-            self._revision += 1
+    # ---- revision token -------------------------------------------------------------------
+    def revision_token(self) -> str | None:
+        """The collection's revision token (one metadata read): a random string that every
+        write through a :class:`ChromaVectorStore`, in any process, replaces.  ``None`` if it has
+        none (written by other tools only) or while a write or :meth:`write_batch` is under way
+        (or was killed midway)."""
+        return self._revisions.token()
+
+    def touch(self) -> str:
+        """Record that the collection changed: store a fresh random revision token under
+        ``llamachain_revision`` in its metadata (other keys and the configuration kept); return it.
+
+        Writes through this store call it themselves (after each write, or once at the end of a
+        :meth:`write_batch`); calling it again is harmless.  Call it after changing the
+        collection behind this store's back (through :attr:`collection` or another client)."""
+        return self._revisions.touch()
+
+    @contextmanager
+    def write_batch(self) -> Iterator[None]:
+        """Group writes: the revision token becomes a writing marker before the first write in
+        the block and a fresh token once when the (outermost) block exits, even by an error --
+        instead of twice per write.  Without writes inside, the token is left alone."""
+        with self._revisions.batch():
+            yield
 
     def _require_embedding(self) -> Embeddings:
         if self._embedding is None:
@@ -205,43 +242,23 @@ class ChromaVectorStore(VectorStore):
             raise ConfigError("upsert_embedded() needs as many texts, vectors and metadatas as ids")
         if n == 0:
             return
-        import numpy as np
-
-        try:
-            vectors = np.asarray(embeddings, dtype=np.float32)
-        except ValueError as e:
-            raise ConfigError(f"vectors must all have the same length: {e}") from e
-        if vectors.ndim != 2:
-            raise ConfigError(f"expected one vector per id, got an array of shape {vectors.shape}")
+        vectors = as_vectors(embeddings)
         self._guard.check_vector(int(vectors.shape[1]))
         metas = [clean_metadata(m) for m in metadatas] if metadatas is not None else [None] * n
-        last = {i: pos for pos, i in enumerate(ids)}
-        keep = sorted(last.values()) if len(last) != n else range(n)
-        step = self._max_batch()
-        positions = list(keep)
-        try:
-            for start in range(0, len(positions), step):
-                part = positions[start : start + step]
-                part_ids = [str(ids[p]) for p in part]
-                with chroma_errors("writing records", self._where):
-                    self._collection.upsert(
-                        ids=part_ids,
-                        embeddings=vectors[part],
-                        documents=[texts[p] for p in part],
-                        metadatas=replacing_metadatas(
-                            self._collection, part_ids, [metas[p] for p in part]
-                        ),
-                    )
-        finally:
-            self._bump()
+        with self._revisions.writing():
+            upsert_records(
+                self._collection, ids, texts, vectors, metas, self._max_batch(), self._where
+            )
 
     def update_metadatas(self, ids: Sequence[str], metadatas: Sequence[dict[str, Any]]) -> None:
         """Replace the metadata of existing records (documents and vectors stay)."""
         if len(ids) != len(metadatas):
             raise ConfigError("update_metadatas() needs one metadata per id")
         metas = [clean_metadata(m) or {} for m in metadatas]
+        if not ids:
+            return
         step = self._max_batch()
-        try:
+        with self._revisions.writing():
             for start in range(0, len(ids), step):
                 part_ids = [str(i) for i in ids[start : start + step]]
                 with chroma_errors("updating metadata", self._where):
@@ -251,8 +268,6 @@ class ChromaVectorStore(VectorStore):
                             self._collection, part_ids, metas[start : start + step]
                         ),
                     )
-        finally:
-            self._bump()
 
     def delete(
         self, ids: list[str] | None = None, *, where: dict[str, Any] | None = None, **kwargs: Any
@@ -271,25 +286,25 @@ class ChromaVectorStore(VectorStore):
         if ids is not None and not ids:
             return True
         clause = _where.normalize(where)
-        try:
-            with chroma_errors("deleting records", self._where):
-                if ids is None:
-                    self._collection.delete(where=clause)
-                else:
-                    step = self._max_batch()
-                    for start in range(0, len(ids), step):
-                        self._collection.delete(ids=list(ids[start : start + step]), where=clause)
-        finally:
-            self._bump()
+        with self._revisions.writing(), chroma_errors("deleting records", self._where):
+            if ids is None:
+                self._collection.delete(where=clause)
+            else:
+                step = self._max_batch()
+                for start in range(0, len(ids), step):
+                    self._collection.delete(ids=list(ids[start : start + step]), where=clause)
         return True
 
     def delete_collection(self) -> None:
-        """Drop the collection and everything in it."""
+        """Drop the collection and everything in it (and the BM25 index kept on disk)."""
+        from llamachain._bm25_cache import forget_cache
+
         try:
             with chroma_errors("deleting the collection", self._where):
                 self._client.delete_collection(self.collection_name)
         finally:
-            self._bump()
+            self._revisions.forget()
+        forget_cache(self)
 
     # ---- reading --------------------------------------------------------------------------
     def count(self) -> int:
@@ -337,47 +352,12 @@ class ChromaVectorStore(VectorStore):
         where_document: dict[str, Any] | None,
         include: list[str],
     ) -> dict[str, Any]:
-        """Chroma's nearest-neighbour query, the first (and only) query of the result lists.
-
-        With a ``filter`` (and no ``where_document``) the nearest ``max(4k, 100)`` records are
-        fetched unfiltered and filtered here first: Chroma's own filtered search scans the
-        matching ids and takes ~0.1-1 s at 100k records.  Only when fewer than ``k`` of them
-        pass does Chroma filter.  The ``k`` best matching records are the same either way.
-        """
+        """The first (and only) query of Chroma's result lists (see :func:`nearest`)."""
         import numpy as np
 
         query = np.asarray([vector], dtype=np.float32)
         self._guard.check_vector(int(query.shape[1]))
-        where = _where.normalize(filter)
-        where_doc = _where.normalize_document(where_document)
-        if where is not None and where_doc is None:
-            pool = max(4 * k, 100)
-            wide = self._chroma_query(query, pool, None, None, [*include, "metadatas", "documents"])
-            metas, docs = wide["metadatas"][0], wide["documents"][0]
-            keep = [i for i in range(len(metas)) if _where.matches(metas[i], where, docs[i] or "")][
-                :k
-            ]
-            if len(keep) == k or len(metas) < pool:
-                return {key: [[wide[key][0][i] for i in keep]] for key in ("ids", *include)}
-        return self._chroma_query(query, k, where, where_doc, include)
-
-    def _chroma_query(
-        self,
-        query: Any,
-        k: int,
-        where: dict[str, Any] | None,
-        where_document: dict[str, Any] | None,
-        include: list[str],
-    ) -> dict[str, Any]:
-        with chroma_errors("searching", self._where):
-            got = self._collection.query(
-                query_embeddings=query,
-                n_results=k,
-                where=where,
-                where_document=where_document,  # type: ignore[arg-type]
-                include=list(dict.fromkeys(include)),  # type: ignore[arg-type]
-            )
-        return dict(got)
+        return nearest(self._collection, query, k, filter, where_document, include, self._where)
 
     def similarity_search_by_vector_with_score(
         self,

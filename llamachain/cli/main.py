@@ -113,9 +113,10 @@ def cli(ctx: click.Context) -> None:
 def _register() -> None:
     from llamachain.cli.doctor_cmd import doctor
     from llamachain.cli.generate_cmd import generate
+    from llamachain.cli.kb_cmd import ingest, kb, search
     from llamachain.cli.models_cmd import models, quantize_cmd
 
-    for command in (doctor, generate, models, quantize_cmd):
+    for command in (doctor, generate, ingest, kb, models, quantize_cmd, search):
         cli.add_command(command)
 
 

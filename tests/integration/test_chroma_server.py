@@ -80,6 +80,51 @@ def test_hybrid_retriever_over_the_server(chroma_server, name):
     assert r.invoke("PJ-88", mode="bm25")[0].id == "s9"
 
 
+def test_revision_token_on_the_server_keeps_the_other_metadata(chroma_server, name):
+    store = ChromaVectorStore(
+        name,
+        FakeEmbeddings(),
+        settings=_settings(chroma_server),
+        collection_metadata={"owner": "ops"},
+    )
+    assert store.revision_token() is None
+    _fill(store)
+    token = store.revision_token()
+    assert token is not None
+    other = ChromaVectorStore(name, FakeEmbeddings(), client=make_client(_settings(chroma_server)))
+    assert other.revision_token() == token
+    assert other.touch() != token
+    meta = make_client(_settings(chroma_server)).get_collection(name).metadata
+    assert meta["owner"] == "ops"
+    assert meta["llamachain_embedding_model"] == "fake-embeddings-64"
+    assert meta["llamachain_revision"] == other.revision_token() == store.revision_token()
+
+
+def test_bm25_index_of_a_server_collection_is_kept_under_home(chroma_server, name):
+    def retriever() -> HybridRetriever:
+        # A new client each time: what a new process would have.
+        store = ChromaVectorStore(
+            name, FakeEmbeddings(), client=make_client(_settings(chroma_server))
+        )
+        return HybridRetriever(vectorstore=store, k=2, mode="bm25", recheck_seconds=0)
+
+    _fill(ChromaVectorStore(name, FakeEmbeddings(), settings=_settings(chroma_server)))
+    first = retriever()
+    assert first.bm25_info()["origin"] == "built"
+    path = first.bm25_info()["path"]
+    assert path is not None and path.startswith(str(Settings().home / "cache" / "bm25"))
+    second = retriever()
+    assert second.bm25_info()["origin"] == "loaded"
+    assert [d.id for d in second.invoke("invoice", filter={"year": 2023})] == ["s0"]
+    # Another client writes: the open retriever and a new one both see it.
+    other = ChromaVectorStore(name, FakeEmbeddings(), client=make_client(_settings(chroma_server)))
+    other.add_texts(["Printer jam code PJ-88 on floor two."], ids=["s9"])
+    assert [d.id for d in second.invoke("PJ-88")] == ["s9"]
+    third = retriever()
+    assert third.bm25_info()["origin"] == "loaded"  # saved by `second` after its rebuild
+    assert [d.id for d in third.invoke("PJ-88")] == ["s9"]
+
+
 def test_embedder_mismatch_on_the_server(chroma_server, name):
     _fill(ChromaVectorStore(name, FakeEmbeddings(), settings=_settings(chroma_server)))
     with pytest.raises(EmbeddingMismatchError, match=name):

@@ -139,3 +139,51 @@ def test_dense_scores_are_cosine_similarities(store, embedder):
             float(q @ d / (np.linalg.norm(q) * np.linalg.norm(d))), abs=1e-4
         )
     assert pairs[0][0].id == "c12"
+
+
+_SEARCH_IN_A_NEW_PROCESS = """
+import json, sys
+from pathlib import Path
+from llamachain.retrievers import HybridRetriever
+from llamachain.vectorstores import ChromaVectorStore
+
+store = ChromaVectorStore("minilm", None, path=Path(sys.argv[1]), create=False)
+r = HybridRetriever(vectorstore=store, k=2, mode="bm25")
+docs = r.invoke(sys.argv[2])
+info = r.bm25_info()
+print(json.dumps({"origin": info["origin"], "token": info["revision_token"],
+                  "ids": [d.id for d in docs]}))
+"""
+
+
+def _search_in_a_new_process(path, query: str) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _SEARCH_IN_A_NEW_PROCESS, str(path), query],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_new_process_loads_the_index_instead_of_rebuilding(store, tmp_path):
+    first = _search_in_a_new_process(tmp_path, "E7734")
+    assert first["origin"] == "built"
+    assert first["ids"] == [KEYWORD_DOC]
+    assert first["token"] == store.revision_token()
+    second = _search_in_a_new_process(tmp_path, "E7734 warehouse")
+    assert second["origin"] == "loaded"
+    assert second["ids"][0] == KEYWORD_DOC
+    # A write (here, by this process) gives the collection a new token: the next process
+    # rebuilds, sees the new chunk, and the one after loads that.
+    store.add_texts(["Ticket 6021: the printer on floor two reports E7734 as well."], ids=["c99"])
+    third = _search_in_a_new_process(tmp_path, "printer E7734")
+    assert third["origin"] == "built"
+    assert third["ids"][0] == "c99"
+    assert third["token"] == store.revision_token() != first["token"]
+    assert _search_in_a_new_process(tmp_path, "printer")["origin"] == "loaded"

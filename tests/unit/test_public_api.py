@@ -8,14 +8,25 @@ def test_all_is_sorted_and_pinned():
     assert llamachain.__all__ == sorted(llamachain.__all__)
     assert llamachain.__all__ == [
         "ChatLlama",
+        "ChromaVectorStore",
         "ConfigError",
         "ContextOverflowError",
+        "DocumentLoadError",
+        "EmbeddingError",
+        "EmbeddingMismatchError",
+        "HybridRetriever",
+        "IngestSummary",
+        "KnowledgeBase",
+        "KnowledgeBaseError",
         "LlamaChainError",
+        "LlamaEmbeddings",
         "LlamaEngine",
         "LlamaLLM",
+        "LocalEmbeddings",
         "ModelFileError",
         "SamplingParams",
         "Settings",
+        "StoreError",
         "model_cache",
         "read_model_info",
     ]
@@ -27,11 +38,10 @@ def test_every_export_resolves():
 
 
 def test_import_is_lazy():
-    code = (
-        "import llamachain, sys; print('llama_cpp' in sys.modules, 'langchain_core' in sys.modules)"
-    )
+    heavy = ("llama_cpp", "langchain_core", "chromadb", "torch")
+    code = f"import llamachain, sys; print(*[m in sys.modules for m in {heavy!r}])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False"]
+    assert out.stdout.split() == ["False", "False", "False", "False"]
 
 
 def test_construction_needs_no_model_file(tmp_path):
