@@ -304,25 +304,57 @@ def load_tokenizer(info: ModelDir) -> Any:
     return tok
 
 
-class TorchEncoder:
-    """sentence-transformers on torch; one call at a time (its tokenizer is not re-entrant)."""
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16).
 
-    def __init__(self, model: Any) -> None:
+    Without it, bfloat16 on a CPU is emulated and slower than float32.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+class TorchEncoder:
+    """sentence-transformers on torch; one call at a time (its tokenizer is not re-entrant).
+
+    ``bf16`` runs the model under CPU autocast to bfloat16 (the matrix products in bf16, with
+    float32 accumulation); vectors come back as float32 and are re-normalised in float32.
+    """
+
+    def __init__(self, model: Any, *, bf16: bool = False) -> None:
         self.model = model
+        self.bf16 = bf16
         self._lock = threading.Lock()
 
     def encode(self, texts: list[str], batch_size: int, normalize: bool) -> Any:
-        with self._lock:
-            return self.model.encode(
+        import contextlib
+
+        import numpy as np
+        import torch
+
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        with self._lock, ctx:
+            vectors = self.model.encode(
                 texts,
                 batch_size=batch_size,
                 normalize_embeddings=normalize,
                 convert_to_numpy=True,
                 show_progress_bar=False,
             )
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if self.bf16 and normalize and len(vectors):
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.where(norms == 0, 1.0, norms)
+        return vectors
 
 
-def load_torch_encoder(info: ModelDir, device: str) -> TorchEncoder:
+def load_torch_encoder(info: ModelDir, device: str, *, bf16: bool = False) -> TorchEncoder:
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as e:
@@ -349,7 +381,7 @@ def load_torch_encoder(info: ModelDir, device: str) -> TorchEncoder:
             info.max_seq_length,
         )
     logger.info("loaded %s (torch, %s) in %.2fs", info.path, device, time.perf_counter() - start)
-    return TorchEncoder(model)
+    return TorchEncoder(model, bf16=bf16)
 
 
 @dataclass

@@ -33,6 +33,7 @@ from llamachain._st_loader import (
     inspect_model_dir,
     load_tokenizer,
     load_torch_encoder,
+    native_bf16,
     resolve_model_dir,
 )
 from llamachain._windows import LongText, plan
@@ -43,6 +44,7 @@ from llamachain.errors import EmbeddingError
 from llamachain.settings import Settings
 
 Backend = Literal["torch", "onnx", "onnx-int8"]
+Precision = Literal["auto", "fp32", "bf16"]
 
 __all__ = ["EmbedderCache", "LlamaEmbeddings", "LocalEmbeddings", "embedder_cache"]
 
@@ -76,6 +78,12 @@ class LocalEmbeddings(BaseModel, Embeddings):
         default=None, description="torch device; None: cuda when available, else cpu."
     )
     batch_size: int | None = Field(default=None, ge=1, description="Texts per forward pass.")
+    precision: Precision | None = Field(
+        default=None,
+        description="torch backend: 'bf16' runs the model in bfloat16 (about 2x faster where "
+        "the CPU has native bf16, vectors within cosine 0.9999 of float32), 'fp32' in float32, "
+        "'auto' picks bf16 exactly when the CPU computes it natively; None: the settings' value.",
+    )
     normalize: bool = Field(default=True, description="Unit-length vectors (cosine = dot).")
     query_prefix: str = Field(default="", description="Prepended to queries (e5: 'query: ').")
     document_prefix: str = Field(
@@ -101,6 +109,7 @@ class LocalEmbeddings(BaseModel, Embeddings):
             self.model = s.embedding_model
         self.backend = self.backend or s.embedding_backend
         self.batch_size = self.batch_size or s.embedding_batch_size
+        self.precision = self.precision or s.embedding_precision
         return self
 
     # -- the model directory (no torch needed) ---------------------------------------------
@@ -191,13 +200,20 @@ class LocalEmbeddings(BaseModel, Embeddings):
         info = self.info
         backend = self.backend or "torch"
         device = self._device()
+        bf16 = backend == "torch" and device == "cpu" and self._bf16()
         return self._cache.get(
-            (str(info.path), backend, device), lambda: self._load(info, backend, device)
+            (str(info.path), backend + ("-bf16" if bf16 else ""), device),
+            lambda: self._load(info, backend, device, bf16),
         )
 
-    def _load(self, info: ModelDir, backend: str, device: str) -> Encoder:
+    def _bf16(self) -> bool:
+        if self.precision == "bf16":
+            return True
+        return self.precision == "auto" and native_bf16()
+
+    def _load(self, info: ModelDir, backend: str, device: str, bf16: bool = False) -> Encoder:
         if backend == "torch":
-            return load_torch_encoder(info, device)
+            return load_torch_encoder(info, device, bf16=bf16)
         from llamachain._onnx_encoder import OnnxEncoder, ensure_onnx
 
         assert self.settings_ is not None

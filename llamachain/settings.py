@@ -57,8 +57,15 @@ class Settings(BaseSettings):
         description="sentence-transformers model directory or name; default: the bundled "
         "all-MiniLM-L6-v2.",
     )
-    embedding_backend: Literal["torch", "onnx"] = Field(
-        default="torch", description="sentence-transformers backend used to run the embedder."
+    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        default="torch",
+        description="Backend that runs the embedder (sentence-transformers "
+        "on torch; or ONNX Runtime, full precision or int8 attention weights).",
+    )
+    embedding_precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="torch backend: bf16 (about 2x faster where the CPU computes bfloat16 "
+        "natively) or fp32; auto = bf16 exactly on such CPUs.",
     )
     embedding_batch_size: int = Field(default=32, ge=1, description="Texts per embedding batch.")
     chunk_tokens: int | None = Field(
