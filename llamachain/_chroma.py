@@ -260,6 +260,25 @@ def set_metadata(client: Any, collection: Any, values: Mapping[str, Any], where:
         collection.modify(metadata=meta)
 
 
+def drop_collection(client: Any, name: str) -> None:
+    """Delete a collection, emptying it first.
+
+    chromadb 1.5.9 leaves the list-valued metadata of a deleted collection's records behind,
+    and a collection created later inherits them on its own records (seen locally and on a
+    server).  Deleting the records first removes those rows properly.
+    """
+    try:
+        col = client.get_collection(name, embedding_function=None)
+    except Exception:
+        return
+    while True:
+        ids = col.get(include=[], limit=5000)["ids"]
+        if not ids:
+            break
+        col.delete(ids=ids)
+    client.delete_collection(name)
+
+
 def collection_space(collection: Any) -> str:
     """The distance a collection's index uses: ``cosine``, ``l2`` or ``ip``."""
     # The raw JSON: the parsed ``configuration`` warns about the absent embedding function.

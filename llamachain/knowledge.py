@@ -274,8 +274,10 @@ class KnowledgeBase:
         """Delete the knowledge base's chunks and manifest (its source files are untouched)."""
         if self.exists():
             self.vectorstore.delete_collection()  # also drops its BM25 index on disk
+        from llamachain._chroma import drop_collection
+
         with contextlib.suppress(Exception):
-            self.client.delete_collection(self.name + MANIFEST_SUFFIX)
+            drop_collection(self.client, self.name + MANIFEST_SUFFIX)
         self._store = None
         self._manifest = None
 

@@ -42,6 +42,7 @@ from llamachain._chroma import (
     chroma_errors,
     clean_metadata,
     collection_space,
+    drop_collection,
     embedder_record,
     location,
     make_client,
@@ -301,7 +302,7 @@ class ChromaVectorStore(VectorStore):
 
         try:
             with chroma_errors("deleting the collection", self._where):
-                self._client.delete_collection(self.collection_name)
+                drop_collection(self._client, self.collection_name)
         finally:
             self._revisions.forget()
         forget_cache(self)

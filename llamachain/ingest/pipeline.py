@@ -351,9 +351,8 @@ class Ingestor:
                 self._write(pending, sources_of, cache, s)
             buffered = 0
             done = [p for p in pending if p.flushed == len(p.chunks)]
-            for p in done:
-                self._complete(p, found, sources_of)
-                files_done += len(p.paths)
+            self._complete(done, found, sources_of)
+            files_done += sum(len(p.paths) for p in done)
             pending[:] = [p for p in pending if p.flushed < len(p.chunks)]
             if progress is not None:
                 done_or_failed = files_done + len(s.failed) - failed_before
@@ -436,27 +435,38 @@ class Ingestor:
         return [cache[h] for h in hashes]
 
     def _complete(
-        self, p: _Pending, found: dict[str, FileRecord], sources_of: Callable[[str], list[str]]
+        self,
+        done: list[_Pending],
+        found: dict[str, FileRecord],
+        sources_of: Callable[[str], list[str]],
     ) -> None:
-        # Chunks of an older cut of this content (another chunk size, an interrupted run with
-        # other settings) are removed before the record says the content is complete.
-        keep = set(p.ids)
-        old = self.store.collection.get(where={"doc_hash": p.doc_hash}, include=[])["ids"]
-        stale = [i for i in old if i not in keep]
-        if stale:
-            self.store.delete(ids=stale)
-        rec = DocRecord(
-            p.doc_hash,
-            "complete",
-            self.signature,
-            n_chunks=len(p.chunks),
-            chunk_ids=p.ids,
-            sources=sources_of(p.doc_hash) or p.paths,
-            file_type=p.file_type,
-            title=p.title,
-        )
-        self.manifest.put_docs([rec])
-        self.manifest.put_files([found[path] for path in p.paths])
+        """Mark fully written contents complete (one round of store calls for all of them)."""
+        if not done:
+            return
+        # Chunks of an older cut of these contents (another chunk size, an interrupted run with
+        # other settings) are removed before the records say the contents are complete.
+        if self._store_had_chunks:
+            keep = {i for p in done for i in p.ids}
+            where: Any = {"doc_hash": {"$in": [p.doc_hash for p in done]}}
+            old = self.store.collection.get(where=where, include=[])["ids"]
+            stale = [i for i in old if i not in keep]
+            if stale:
+                self.store.delete(ids=stale)
+        records = [
+            DocRecord(
+                p.doc_hash,
+                "complete",
+                self.signature,
+                n_chunks=len(p.chunks),
+                chunk_ids=p.ids,
+                sources=sources_of(p.doc_hash) or p.paths,
+                file_type=p.file_type,
+                title=p.title,
+            )
+            for p in done
+        ]
+        self.manifest.put_docs(records)
+        self.manifest.put_files([found[path] for p in done for path in p.paths])
 
     # ---- reconciling sources and orphans ---------------------------------------------------
     def _reconcile(self, s: IngestSummary) -> None:

@@ -396,3 +396,17 @@ def test_filtered_search_agrees_with_chromas_own_filtering(tmp_path):
         "n017",
         "n251",
     ]
+
+
+def test_a_new_collection_does_not_inherit_list_metadata_of_a_deleted_one(tmp_path):
+    """chromadb 1.5.9 keeps list-valued metadata rows of a dropped collection and hands them to
+    the records of the next one; delete_collection() empties the collection first."""
+    from llamachain.testing import FakeEmbeddings
+
+    emb = FakeEmbeddings()
+    old = ChromaVectorStore("first", emb, path=tmp_path)
+    old.add_texts(["a", "b"], metadatas=[{"tags": ["x", "y"]}, {"tags": ["z"]}])
+    old.delete_collection()
+    new = ChromaVectorStore("second", emb, path=tmp_path)
+    ids = new.add_texts(["foo", "bar"], metadatas=[{"n": 1}, {"n": 2}])
+    assert [d.metadata for d in new.get_by_ids(ids)] == [{"n": 1}, {"n": 2}]
