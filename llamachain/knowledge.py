@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llamachain._chroma import DIMENSION_KEY, MODEL_KEY
 from llamachain.errors import ConfigError, KnowledgeBaseError
 from llamachain.ingest.manifest import MANIFEST_SUFFIX, Manifest
 from llamachain.ingest.pipeline import Ingestor, IngestSummary, Progress, ProgressCallback
@@ -96,12 +97,15 @@ class KnowledgeBase:
             return f"{'https' if s.chroma_ssl else 'http'}://{s.chroma_host}:{s.chroma_port}"
         return str(s.kb_dir)
 
-    def _collection_metadata(self) -> dict[str, Any] | None:
+    def _collection(self) -> Any | None:
         try:
-            col = self.client.get_collection(self.name, embedding_function=None)
+            return self.client.get_collection(self.name, embedding_function=None)
         except Exception:
             return None
-        return dict(col.metadata or {})
+
+    def _collection_metadata(self) -> dict[str, Any] | None:
+        col = self._collection()
+        return None if col is None else dict(col.metadata or {})
 
     def exists(self) -> bool:
         meta = self._collection_metadata()
@@ -250,13 +254,15 @@ class KnowledgeBase:
         return self.retriever(k=k, mode=mode, filter=filter).invoke(query)
 
     def stats(self) -> dict[str, Any]:
-        meta = self._collection_metadata() or {}
+        col = self._collection()
+        if col is None:
+            raise KnowledgeBaseError(f"knowledge base {self.name!r} no longer exists")
+        meta = dict(col.metadata or {})
         files = self.manifest.files()
         docs = self.manifest.docs()
         types: dict[str, int] = {}
         for d in docs.values():
             types[d.file_type] = types.get(d.file_type, 0) + len(d.sources or [])
-        col = self.client.get_collection(self.name, embedding_function=None)
         out: dict[str, Any] = {
             "name": self.name,
             "location": self.location,
@@ -265,8 +271,8 @@ class KnowledgeBase:
             "contents": len(docs),
             "pending": sum(1 for d in docs.values() if d.status != "complete"),
             "file_types": dict(sorted(types.items())),
-            "embedding_model": meta.get("llamachain_embedding_model"),
-            "embedding_dimension": meta.get("llamachain_embedding_dimension"),
+            "embedding_model": meta.get(MODEL_KEY),
+            "embedding_dimension": meta.get(DIMENSION_KEY),
         }
         return out
 
@@ -298,8 +304,8 @@ class KnowledgeBase:
                 {
                     "name": c.name,
                     "chunks": c.count(),
-                    "embedding_model": meta.get("llamachain_embedding_model"),
-                    "embedding_dimension": meta.get("llamachain_embedding_dimension"),
+                    "embedding_model": meta.get(MODEL_KEY),
+                    "embedding_dimension": meta.get(DIMENSION_KEY),
                 }
             )
         return sorted(out, key=lambda d: d["name"])

@@ -154,9 +154,6 @@ class Manifest:
             out[rec.doc_hash] = rec
         return out
 
-    def count(self, kind: str) -> int:
-        return len(self._col.get(where={"kind": kind}, include=[])["ids"])
-
     # ---- writing -----------------------------------------------------------------------
     def _upsert(self, ids: list[str], metas: list[dict[str, Any]], docs: list[str]) -> None:
         for i in range(0, len(ids), self._batch):

@@ -475,15 +475,18 @@ class Ingestor:
         by_doc: dict[str, list[str]] = {}
         for path, rec in files.items():
             by_doc.setdefault(rec.doc_hash, []).append(path)
+        orphans = sorted(h for h in docs if h not in by_doc)
+        # Chunks first, then the records that vouch for them (a crash in between is redone).
+        for i in range(0, len(orphans), 500):
+            where: Any = {"doc_hash": {"$in": orphans[i : i + 500]}}
+            old = self.store.collection.get(where=where, include=[])["ids"]
+            if old:
+                self.store.delete(ids=old)
+                s.chunks_removed += len(old)
+        self.manifest.delete_docs(orphans)
         for h, d in sorted(docs.items()):
             srcs = sorted(by_doc.get(h, []))
-            if not srcs:
-                old = self.store.collection.get(where={"doc_hash": h}, include=[])["ids"]
-                if old:
-                    self.store.delete(ids=old)
-                    s.chunks_removed += len(old)
-                self.manifest.delete_docs([h])
-            elif d.status == "complete" and srcs != d.sources:
+            if srcs and d.status == "complete" and srcs != d.sources:
                 self._retag(d, srcs)
                 d.sources = srcs
                 self.manifest.put_docs([d])
