@@ -245,8 +245,8 @@ def main() -> None:
         )
     print(
         "cosine against LocalEmbeddings torch bs=32 (fp32); correct = min >= 0.9999 (fp32) "
-        "or >= 0.99 (int8); cpu ms = CPU time of this process per chunk (all threads; steadier "
-        "than chunks/s on a busy machine)"
+        "or >= 0.99 (int8, bf16); cpu ms = CPU time of this process per chunk (all threads; "
+        "steadier than chunks/s on a busy machine)"
     )
     if fastest:
         print(f"fastest correct: {fastest['name']} ({fastest['chunks_per_s']:.1f} chunks/s)")
