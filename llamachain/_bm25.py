@@ -268,6 +268,17 @@ class BM25Index:
             return False
         return token is not None or store.count() == self.count
 
+    def document_frequencies(self, terms: Sequence[str]) -> dict[str, int]:
+        """How many documents contain each (analyzed) term; 0 for terms never seen."""
+        if self.model is None:
+            return dict.fromkeys(terms, 0)
+        indptr = self.model.scores["indptr"]
+        out: dict[str, int] = {}
+        for t in terms:
+            i = self.vocab.get(t)
+            out[t] = 0 if i is None else int(indptr[i + 1] - indptr[i])
+        return out
+
     def query_ids(self, query: str) -> list[int]:
         """Vocabulary ids of the query's terms (unknown terms left out)."""
         vocab = self.vocab

@@ -149,6 +149,13 @@ class HybridRetriever(BaseRetriever):
             store.derived[_BM25_KEY] = index
             return index
 
+    def term_statistics(self, text: str) -> tuple[int, dict[str, int]]:
+        """``(documents in the index, {term: documents containing it})`` for the BM25 terms of
+        ``text`` -- how rare each word of a question is in this store (0: never seen)."""
+        index = self._bm25_index()
+        terms = list(dict.fromkeys(index.analyzer.terms(text)))
+        return index.count, index.document_frequencies(terms)
+
     # ---- retrieval ------------------------------------------------------------------------
     def search(
         self,

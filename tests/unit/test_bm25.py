@@ -82,6 +82,21 @@ def test_scores_equal_bm25s_own_index(page):
         assert ours.max() > 0
 
 
+def test_document_frequencies_count_documents_not_occurrences():
+    texts = ["alpha alpha beta", "beta gamma", "gamma gamma gamma"]
+    builder = _bm25.Builder(_bm25.Analyzer())
+    builder.add(["a", "b", "c"], texts)
+    index = _bm25.BM25Index(
+        builder.ids, builder.finish(), _bm25.Analyzer(), token=None, origin="built", seconds=0
+    )
+    assert index.document_frequencies(["alpha", "beta", "gamma", "delta"]) == {
+        "alpha": 1,
+        "beta": 2,
+        "gamma": 2,
+        "delta": 0,
+    }
+
+
 def test_nothing_to_index():
     builder = _bm25.Builder(_bm25.Analyzer())
     builder.add(["a", "b"], ["", "the of and"])
