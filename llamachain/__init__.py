@@ -18,6 +18,7 @@ _EXPORTS = {
     "DocumentLoadError": "llamachain.errors",
     "EmbeddingError": "llamachain.errors",
     "EmbeddingMismatchError": "llamachain.errors",
+    "GroundedQA": "llamachain.qa",
     "HybridRetriever": "llamachain.retrievers",
     "IngestSummary": "llamachain.ingest.pipeline",
     "KnowledgeBase": "llamachain.knowledge",
@@ -28,6 +29,7 @@ _EXPORTS = {
     "LlamaLLM": "llamachain.llms",
     "LocalEmbeddings": "llamachain.embeddings",
     "ModelFileError": "llamachain.errors",
+    "QAResult": "llamachain.qa",
     "SamplingParams": "llamachain.engine",
     "Settings": "llamachain.settings",
     "StoreError": "llamachain.errors",
@@ -43,6 +45,7 @@ __all__ = [
     "DocumentLoadError",
     "EmbeddingError",
     "EmbeddingMismatchError",
+    "GroundedQA",
     "HybridRetriever",
     "IngestSummary",
     "KnowledgeBase",
@@ -53,6 +56,7 @@ __all__ = [
     "LlamaLLM",
     "LocalEmbeddings",
     "ModelFileError",
+    "QAResult",
     "SamplingParams",
     "Settings",
     "StoreError",
@@ -79,6 +83,7 @@ if TYPE_CHECKING:
     from llamachain.knowledge import KnowledgeBase
     from llamachain.llms import LlamaLLM
     from llamachain.models import read_model_info
+    from llamachain.qa import GroundedQA, QAResult
     from llamachain.retrievers import HybridRetriever
     from llamachain.settings import Settings
     from llamachain.vectorstores import ChromaVectorStore

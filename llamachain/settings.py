@@ -93,6 +93,19 @@ class Settings(BaseSettings):
         default="hybrid", description="Dense, BM25, or both fused by reciprocal rank."
     )
 
+    # --- grounded question answering ------------------------------------------------------
+    qa_max_sources: int = Field(
+        default=2, ge=1, description="Retrieved chunks packed into a QA prompt at most."
+    )
+    qa_answer_tokens: int = Field(default=96, ge=1, description="A QA answer's max_tokens.")
+    qa_min_coverage: float = Field(
+        default=0.4,
+        ge=0.0,
+        le=1.0,
+        description="Abstain when the sources hold less of the question's words (0: never).",
+    )
+    qa_quote: bool = Field(default=True, description="Quote the supporting passage in QA answers.")
+
     @property
     def kb_dir(self) -> Path:
         """Where local knowledge bases (the Chroma directory) live."""

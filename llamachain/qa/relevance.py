@@ -1,0 +1,94 @@
+"""Is the answer in the documents at all?  Signals for abstaining before the model is asked.
+
+A question the documents cannot answer usually names something they never mention
+("Which Prometheus metrics does it export?"), or shares only common words with the best
+chunks.  Two cheap measures, computed from the retriever's BM25 statistics:
+
+* :func:`coverage` -- how much of the question's information the packed chunks contain:
+  the question's terms, each weighted by its inverse document frequency in the whole store
+  (a term the store never saw weighs the most), and the share of that weight whose terms
+  occur in the chunks.  1.0: every word of the question is there; ~0.2: only the generic ones.
+* :func:`unknown_names` -- words of the question that look like names (a capital letter
+  inside the question, a digit, or all capitals: ``Kubernetes``, ``OAuth2``, ``CORS``) and
+  that occur nowhere in the store.
+
+Without BM25 statistics (a retriever other than :class:`~llamachain.retrievers.HybridRetriever`)
+the chunks themselves stand in for the store, and no name counts as unknown.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from llamachain.qa.evidence import terms
+
+_WORD = re.compile(r"[A-Za-z][\w.+-]*\w|[A-Za-z]")
+
+
+@dataclass(frozen=True)
+class Relevance:
+    """How well the packed chunks cover the question."""
+
+    coverage: float
+    unknown_names: tuple[str, ...] = ()
+
+    def weak(self, min_coverage: float) -> bool:
+        return bool(self.unknown_names) or self.coverage < min_coverage
+
+
+def _idf(n: int, df: int) -> float:
+    return math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+
+def coverage(question: str, texts: Sequence[str], n_docs: int, df: Mapping[str, int]) -> float:
+    """Share of the question's IDF weight whose terms occur in ``texts`` (0..1)."""
+    q_terms = list(dict.fromkeys(terms(question)))
+    if not q_terms:
+        return 1.0  # nothing to look for: do not abstain on coverage
+    present = {t for text in texts for t in terms(text)}
+    n = max(n_docs, 1)
+    weights = {t: _idf(n, df.get(t, 0)) for t in q_terms}
+    total = sum(weights.values())
+    if total <= 0:
+        return 1.0
+    return sum(w for t, w in weights.items() if t in present) / total
+
+
+def _looks_like_name(word: str, first: bool) -> bool:
+    if any(ch.isdigit() for ch in word):
+        return True
+    letters = [ch for ch in word if ch.isalpha()]
+    if len(letters) >= 2 and all(ch.isupper() for ch in letters):
+        return True
+    inner_capital = any(ch.isupper() for ch in word[1:])
+    return inner_capital or (not first and word[0].isupper())
+
+
+def unknown_names(question: str, df: Mapping[str, int]) -> list[str]:
+    """Name-like words of ``question`` whose terms occur in no document (``df`` of 0)."""
+    out: list[str] = []
+    for i, match in enumerate(_WORD.finditer(question)):
+        word = match.group()
+        if not _looks_like_name(word, first=i == 0):
+            continue
+        word_terms = terms(word)
+        if word_terms and all(df.get(t, 0) == 0 for t in word_terms):
+            out.append(word)
+    return out
+
+
+def assess(
+    question: str,
+    texts: Sequence[str],
+    statistics: tuple[int, Mapping[str, int]] | None,
+) -> Relevance:
+    """:class:`Relevance` of ``texts`` for ``question`` (``statistics`` from the retriever)."""
+    if statistics is None:
+        local = [set(terms(t)) for t in texts]
+        counts = {t: sum(t in s for s in local) for t in set(terms(question))}
+        return Relevance(coverage(question, texts, len(texts), counts))
+    n_docs, df = statistics
+    return Relevance(coverage(question, texts, n_docs, df), tuple(unknown_names(question, df)))
