@@ -111,12 +111,25 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register() -> None:
+    from llamachain.cli.chat_cmd import chat
     from llamachain.cli.doctor_cmd import doctor
     from llamachain.cli.generate_cmd import generate
     from llamachain.cli.kb_cmd import ingest, kb, search
     from llamachain.cli.models_cmd import models, quantize_cmd
+    from llamachain.cli.qa_cmd import ask, eval_cmd
 
-    for command in (doctor, generate, ingest, kb, models, quantize_cmd, search):
+    for command in (
+        ask,
+        chat,
+        doctor,
+        eval_cmd,
+        generate,
+        ingest,
+        kb,
+        models,
+        quantize_cmd,
+        search,
+    ):
         cli.add_command(command)
 
 

@@ -1,0 +1,146 @@
+"""``llamachain chat``: an interactive conversation, with or without a knowledge base."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from llamachain.cli._common import settings
+from llamachain.cli.qa_cmd import make_chain, print_result
+
+HELP = "commands: /reset (forget the conversation), /exit (or Ctrl-D)"
+
+
+def _read(prompt: str) -> str | None:
+    click.echo(prompt, nl=False, err=True)
+    sys.stderr.flush()
+    line = sys.stdin.readline()
+    if not line:
+        return None
+    return line.rstrip("\n")
+
+
+def _stream(pieces: Any) -> tuple[str, Any]:
+    """Echo text pieces as they come; Ctrl-C stops the reply (and the model) at once."""
+    parts: list[str] = []
+    last = None
+    try:
+        for piece in pieces:
+            text = piece.text if hasattr(piece, "text") else str(piece.content)
+            if text:
+                parts.append(text)
+                click.echo(text, nl=False)
+                sys.stdout.flush()
+            last = piece
+    except KeyboardInterrupt:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()
+        click.echo("\n(stopped)", err=True)
+        return "".join(parts), None
+    return "".join(parts), last
+
+
+@click.command("chat", short_help="Chat with the model, optionally over a knowledge base.")
+@click.option("--kb", "kb_name", metavar="NAME", help="Answer from this knowledge base.")
+@click.option("--model", "-m", metavar="PATH_OR_NAME", help="GGUF file or known model name.")
+@click.option(
+    "--chat-format",
+    metavar="NAME",
+    help="Prompt format for models without a chat template (alpaca, vicuna, chatml, "
+    "llama-2, llama-3, gemma); default: the model's own template, else alpaca.",
+)
+@click.option("--system", metavar="TEXT", help="System prompt (without --kb).")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--temperature", "-t", type=click.FloatRange(min=0), default=0.7, show_default=True)
+@click.option("--seed", type=int, help="Random seed.")
+@click.pass_context
+def chat(
+    ctx: click.Context,
+    kb_name: str | None,
+    model: str | None,
+    chat_format: str | None,
+    system: str | None,
+    max_tokens: int,
+    temperature: float,
+    seed: int | None,
+) -> None:
+    """Talk to the model line by line; the conversation is remembered (the oldest turns are
+    dropped when the context fills up).  With --kb every question is answered from the
+    knowledge base, follow-up questions included, with sources."""
+    if kb_name:
+        _kb_chat(ctx, kb_name, model)
+        return
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+    from llamachain.chat_models import ChatLlama
+
+    llm = ChatLlama(
+        model_path=model,
+        chat_format=chat_format,
+        settings=settings(ctx),
+        max_tokens=max_tokens,
+        temperature=temperature,
+        seed=seed,
+        overflow="truncate",
+    )
+    history: list[Any] = [SystemMessage(content=system)] if system else []
+    click.echo(f"chatting with {llm.model_name}; {HELP}", err=True)
+    while True:
+        try:
+            line = _read("you> ")
+        except KeyboardInterrupt:
+            line = None
+        if line is None:
+            click.echo(err=True)
+            return
+        if not line.strip():
+            continue
+        if line.strip() in ("/exit", "/quit"):
+            return
+        if line.strip() == "/reset":
+            history = history[:1] if system else []
+            click.echo("(forgotten)", err=True)
+            continue
+        if line.strip().startswith("/"):
+            click.echo(HELP, err=True)
+            continue
+        history.append(HumanMessage(content=line))
+        text, _ = _stream(llm.stream(history))
+        click.echo()
+        history.append(AIMessage(content=text))
+
+
+def _kb_chat(ctx: click.Context, kb_name: str, model: str | None) -> None:
+    from llamachain.qa import ConversationMemory
+
+    memory = ConversationMemory()
+    chain = make_chain(ctx, kb_name, model, memory=memory)
+    click.echo(f"asking knowledge base {kb_name!r}; {HELP}", err=True)
+    while True:
+        try:
+            line = _read("you> ")
+        except KeyboardInterrupt:
+            line = None
+        if line is None:
+            click.echo(err=True)
+            return
+        if not line.strip():
+            continue
+        if line.strip() in ("/exit", "/quit"):
+            return
+        if line.strip() == "/reset":
+            memory.clear()
+            click.echo("(forgotten)", err=True)
+            continue
+        if line.strip().startswith("/"):
+            click.echo(HELP, err=True)
+            continue
+        streamed, last = _stream(chain.stream(line))
+        if last is not None and last.result is not None:
+            if last.result.standalone_question:
+                click.echo(f"(searched for: {last.result.standalone_question})", err=True)
+            print_result(last.result, streamed)
+        click.echo()
