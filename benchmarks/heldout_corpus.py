@@ -1,0 +1,155 @@
+"""The held-out corpus: the documentation of the Falcon web framework, and its question set.
+
+The first question set (``corpus.py``, the Pallets docs) is the one we tune on; this one exists
+only to check that the tuning generalises.  The corpus is the ``docs/`` tree of one Apache-2.0
+licensed source distribution on PyPI, ``falcon==4.4.0``: 72 pages of reStructuredText and
+Markdown (about 0.5 MB of text).  Nothing is committed: on first use the sdist is fetched with
+``pip download --no-binary :all:``, checked against a pinned SHA-256 digest, and only its
+documentation pages are unpacked, to::
+
+    ~/.cache/llamachain/corpora/falcon-docs-1/falcon/<page path under docs/>
+
+(``$XDG_CACHE_HOME`` is honoured.)  A marker file is written last; later runs find it and
+download nothing.
+
+The question set ``benchmarks/data/falcon-docs-questions.jsonl`` has the same format as the
+Pallets one, and ``--check-questions`` applies the same checks (see ``corpus.py``).
+
+    .venv/bin/python benchmarks/heldout_corpus.py                   # locate or fetch; print it
+    .venv/bin/python benchmarks/heldout_corpus.py --check-questions # and check the question set
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+try:  # run as a script: benchmarks/ is on sys.path
+    from corpus import (
+        Log,
+        Sdist,
+        _download,
+        _stderr,
+        _unpack_docs,
+        cache_root,
+        check_questions,
+        corpus_files,
+        load_questions,
+    )
+except ImportError:  # imported as benchmarks.heldout_corpus
+    from benchmarks.corpus import (
+        Log,
+        Sdist,
+        _download,
+        _stderr,
+        _unpack_docs,
+        cache_root,
+        check_questions,
+        corpus_files,
+        load_questions,
+    )
+
+NAME = "falcon-docs"
+VERSION = "1"  # bump when the pinned sdist or the unpacking rules change
+HERE = Path(__file__).resolve().parent
+QUESTIONS = HERE / "data" / f"{NAME}-questions.jsonl"
+MARKER = ".corpus.json"  # hidden, so corpus_files() and the loaders skip it
+LICENSE = "Apache-2.0 (the LICENSE file of the falcon sdist)"
+
+PINNED = Sdist(
+    "falcon", "falcon==4.4.0", "9f3ffbddc8baed4573295642eddb18a37eea37baba9f20c5be379c8b3d3d79e6"
+)
+
+
+def default_path() -> Path:
+    return cache_root() / f"{NAME}-{VERSION}"
+
+
+def ensure_corpus(path: Path | None = None, *, log: Log = _stderr) -> Path:
+    """The corpus directory; on first use at the default location, fetch and unpack it.
+
+    A ``path`` other than the default must name an existing directory (a corpus of your own).
+    """
+    default = default_path()
+    if path is not None:
+        chosen = Path(path).expanduser().resolve()
+        if chosen not in (default, default.resolve()):
+            if not chosen.is_dir():
+                raise SystemExit(f"corpus directory {chosen} does not exist")
+            log(f"corpus: using {chosen} ({len(corpus_files(chosen))} files)")
+            return chosen
+    marker = default / MARKER
+    if marker.is_file():
+        files = json.loads(marker.read_text(encoding="utf-8"))["files"]
+        log(f"corpus: {NAME}-{VERSION} found at {default} ({files} files)")
+        return default
+    log(f"corpus: {NAME}-{VERSION} not at {default}; fetching {PINNED.requirement} with pip")
+    _build(default, log)
+    return default
+
+
+def _build(root: Path, log: Log) -> None:
+    """Download, verify and unpack into a scratch directory, then move it into place."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root.parent, prefix=f".{NAME}-") as scratch:
+        work = Path(scratch)
+        archive = _download(PINNED, work / "sdist", log)
+        staged = work / "corpus"
+        pages = _unpack_docs(archive, staged / PINNED.project)
+        if pages == 0:
+            raise SystemExit(f"{archive.name} holds no docs pages; refusing to build a corpus")
+        log(f"corpus: {PINNED.requirement}: {pages} pages from {archive.name}")
+        files = corpus_files(staged)
+        summary = {
+            "name": NAME,
+            "version": VERSION,
+            "files": len(files),
+            "chars": sum(len(f.read_text(encoding="utf-8")) for f in files),
+            "sources": [
+                {"project": PINNED.project, "sdist": archive.name, "sha256": PINNED.sha256}
+            ],
+            "license": LICENSE,
+        }
+        (staged / MARKER).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        if root.exists():  # left over from an interrupted run (no marker): start afresh
+            shutil.rmtree(root)
+        staged.rename(root)
+    log(
+        f"corpus: {NAME}-{VERSION} ready at {root} ({summary['files']} files, "
+        f"{summary['chars']} chars)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or NAME).split("\n\n")[0])
+    ap.add_argument("--corpus", type=Path, help=f"corpus directory (default: {default_path()})")
+    ap.add_argument(
+        "--check-questions",
+        nargs="?",
+        const=QUESTIONS,
+        type=Path,
+        metavar="FILE",
+        help=f"verify a question set against the corpus (default file: {QUESTIONS.name})",
+    )
+    ap.add_argument("-v", "--verbose", action="store_true", help="print the checker's notes")
+    args = ap.parse_args(argv)
+    root = ensure_corpus(args.corpus)
+    print(root)
+    if args.check_questions is None:
+        return 0
+    problems, notes = check_questions(load_questions(args.check_questions), root)
+    for note in notes if args.verbose else notes[-1:]:
+        _stderr(f"note: {note}")
+    for problem in problems:
+        _stderr(f"PROBLEM: {problem}")
+    verdict = f"{len(problems)} problem(s)" if problems else "OK"
+    _stderr(f"{args.check_questions}: {verdict}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
