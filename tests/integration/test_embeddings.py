@@ -144,7 +144,10 @@ def test_long_text_error_mode(emb):
 
 def test_eight_threads_embed_concurrently(emb):
     texts = [f"{PROSE} variation number {i}" for i in range(24)]
-    expected = LocalEmbeddings().embed_documents(texts)
+    # one text per call, as the threads do: with bf16 kernels (auto on CPUs that have them)
+    # a vector depends on the batch it was computed in by ~1e-4, so batch shapes must match
+    reference = LocalEmbeddings()
+    expected = [reference.embed_documents([t])[0] for t in texts]
     fresh = LocalEmbeddings(cache=EmbedderCache())  # the first calls race to load it
 
     def one(i: int) -> list[float]:
@@ -153,6 +156,9 @@ def test_eight_threads_embed_concurrently(emb):
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(one, range(len(texts))))
     assert np.allclose(got, expected, atol=1e-5)
+    # and no thread got another text's vector
+    sims = np.array(got) @ np.array(expected).T
+    assert (sims.argmax(axis=1) == np.arange(len(texts))).all()
 
 
 async def test_async_embedding_does_not_block_the_event_loop(emb):
