@@ -30,6 +30,7 @@ class LoadParams:
     embedding: bool = False
     verbose: bool = False
     lora: tuple[tuple[str, float], ...] = ()
+    flash_attn: bool = False
     extra: tuple[tuple[str, Any], ...] = ()
 
 
@@ -83,6 +84,7 @@ def _load(params: LoadParams) -> LoadedModel:
                 n_threads=params.n_threads,
                 n_threads_batch=params.n_threads,
                 embedding=params.embedding,
+                flash_attn=params.flash_attn,
                 verbose=params.verbose,
                 **kwargs,
             )

@@ -74,6 +74,7 @@ class LlamaEngine:
         verbose: bool | None = None,
         embedding: bool = False,
         lora: Sequence[tuple[str, float]] = (),
+        flash_attn: bool | None = None,
         prefix_cache: bool | None = None,
         settings: Settings | None = None,
         cache: ModelCache | None = None,
@@ -97,6 +98,11 @@ class LlamaEngine:
         # what was asked before.  prefix_cache=False trades that speed for exact repeatability.
         self.prefix_cache = s.prefix_cache if prefix_cache is None else prefix_cache
         self.lora = tuple((str(p), float(sc)) for p, sc in lora)
+        # llama.cpp's flash-attention kernel gives the same logits for a token whatever batch
+        # it is evaluated in; the default kernel does not (differences up to ~1 logit), which
+        # would make prompt-lookup decoding change greedy answers.  On by default for
+        # generation (llama.cpp's own default is "auto", which turns it on for the CPU).
+        self.flash_attn = (not embedding) if flash_attn is None else flash_attn
         self._cache = cache if cache is not None else model_cache
         self._loaded_model: LoadedModel | None = None
         self._format: ChatFormat | None = None
@@ -143,6 +149,7 @@ class LlamaEngine:
             embedding=self.embedding,
             verbose=self.verbose,
             lora=self.lora,
+            flash_attn=self.flash_attn,
         )
 
     def _loaded(self) -> LoadedModel:
