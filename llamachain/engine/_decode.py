@@ -7,12 +7,14 @@ loop holds it for the whole generation, so one model serves any number of thread
 from __future__ import annotations
 
 import codecs
+import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from llamachain.engine._native import token_piece
+from llamachain.engine._speculative import LookupDecoder, lookup_blocker
 from llamachain.engine.cache import LoadedModel
 from llamachain.engine.generation import (
     Chunk,
@@ -23,6 +25,8 @@ from llamachain.engine.generation import (
     Usage,
 )
 from llamachain.errors import GenerationError
+
+logger = logging.getLogger(__name__)
 
 PREFILL_BLOCK = 64
 
@@ -58,32 +62,52 @@ def generate(
         finish: FinishReason = "length"
         pending_ids: list[int] = []
         pending_lps: list[TokenLogprob] = []
-        gen = llama.generate(
-            tokens,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            temp=params.temperature,
-            repeat_penalty=params.repeat_penalty,
-            grammar=grammar,
-        )
+        lookup: LookupDecoder | None = None
+        gen: Generator[int, Any, None] | None = None
+        steps: Generator[list[int], None, None]
+        if params.prompt_lookup:
+            blocker = lookup_blocker(params, grammar, llama)
+            if blocker is None:
+                lookup = LookupDecoder(llama, tokens, params.prompt_lookup, max_new)
+            else:
+                logger.debug("prompt lookup off for this call: %s", blocker)
+        if lookup is not None:
+            steps = lookup.steps()
+        else:
+            gen = llama.generate(
+                tokens,
+                top_k=params.top_k,
+                top_p=params.top_p,
+                min_p=params.min_p,
+                temp=params.temperature,
+                repeat_penalty=params.repeat_penalty,
+                grammar=grammar,
+            )
+            steps = ([tok] for tok in gen)
         try:
-            for tok in gen:
+            # A step is one forward pass: a single token, or several with prompt lookup.
+            # Every token goes through the same checks either way.
+            for step in steps:
                 if first_at is None:
                     first_at = time.perf_counter()
-                if llama_cpp.llama_vocab_is_eog(vocab, tok):
-                    finish = "stop"
-                    break
-                n += 1
-                pending_ids.append(tok)
-                if params.logprobs is not None:
-                    pending_lps.append(logprob(llama, vocab, tok, params.logprobs))
-                out = matcher.feed(decoder.decode(token_piece(vocab, tok)))
+                ended = False
+                out = ""
+                for tok in step[: max_new - n]:
+                    if llama_cpp.llama_vocab_is_eog(vocab, tok):
+                        finish, ended = "stop", True
+                        break
+                    n += 1
+                    pending_ids.append(tok)
+                    if params.logprobs is not None:
+                        pending_lps.append(logprob(llama, vocab, tok, params.logprobs))
+                    out += matcher.feed(decoder.decode(token_piece(vocab, tok)))
+                    if matcher.stopped:
+                        finish, ended = "stop", True
+                        break
                 if out:
                     yield Chunk(out, pending_ids, pending_lps)
                     pending_ids, pending_lps = [], []
-                if matcher.stopped:
-                    finish = "stop"
+                if ended:
                     break
                 if cancel is not None and cancel.is_set():
                     finish = "cancelled"
@@ -97,7 +121,9 @@ def generate(
         except RuntimeError as e:
             raise GenerationError(f"llama.cpp failed while generating: {e}") from e
         finally:
-            gen.close()
+            steps.close()
+            if gen is not None:
+                gen.close()
         end = time.perf_counter()
         tail = "" if matcher.stopped else matcher.feed(decoder.decode(b"", final=True))
         tail += matcher.flush()
@@ -109,6 +135,10 @@ def generate(
             "prompt_tokens_per_second": (len(tokens) - cached) / max(first - start, 1e-9),
             "decode_tokens_per_second": max(n - 1, 0) / max(end - first, 1e-9),
         }
+        if lookup is not None:
+            timings["draft_tokens"] = float(lookup.drafted)
+            timings["accepted_tokens"] = float(lookup.accepted)
+            timings["lookup_steps"] = float(lookup.passes)
         usage = Usage(prompt_tokens=len(tokens), completion_tokens=n, cached_tokens=cached)
         yield Chunk(tail, pending_ids, pending_lps, finish, usage, timings)
 
