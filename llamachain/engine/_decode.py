@@ -14,6 +14,7 @@ from collections.abc import Generator, Iterator
 from typing import Any
 
 from llamachain.engine._native import token_piece
+from llamachain.engine._snapshots import capture, common_blocks, restore
 from llamachain.engine._speculative import LookupDecoder, lookup_blocker
 from llamachain.engine.cache import LoadedModel
 from llamachain.engine.generation import (
@@ -150,18 +151,19 @@ def prefill(m: LoadedModel, tokens: list[int], *, prefix_cache: bool, block: int
     every prompt in the same aligned blocks -- and reusing cached state only at block
     boundaries that were themselves evaluated that way -- makes the prefix cache exact: the
     answer at temperature 0 is the same whatever was asked before.  ``llama.generate`` then
-    evaluates the rest (at most one block) and samples.  Returns the tokens reused.
+    evaluates the rest (at most one block) and samples.  The reused state is the live one
+    or, when it offers more, a saved prefix snapshot (see :mod:`._snapshots`).  Returns the
+    tokens reused.
     """
     llama = m.llama
     boundary = (len(tokens) - 1) // block * block
     reuse = 0
     recurrent = getattr(llama, "_is_recurrent", False) or getattr(llama, "_is_hybrid", False)
     if prefix_cache and not recurrent:
-        limit = min(m.aligned, llama.n_tokens, boundary)
-        ids = llama._input_ids
-        while reuse < limit and ids[reuse] == tokens[reuse]:
-            reuse += 1
-        reuse = reuse // block * block
+        live = min(m.aligned, llama.n_tokens)
+        reuse = common_blocks(llama._input_ids, tokens, min(live, boundary), block)
+        if m.snapshots.enabled:
+            reuse = _use_snapshots(m, tokens, live, reuse, boundary, block)
     if reuse == 0:
         llama.reset()
     else:
@@ -171,6 +173,38 @@ def prefill(m: LoadedModel, tokens: list[int], *, prefix_cache: bool, block: int
         llama.eval(tokens[i : i + block])
         m.aligned = i + block
     return reuse
+
+
+def _use_snapshots(
+    m: LoadedModel, tokens: list[int], live: int, reuse: int, boundary: int, block: int
+) -> int:
+    """Save what the live state is about to lose; restore a snapshot that beats it.
+
+    A prefix the new prompt shares with the live state (>= one block) has proved to be
+    shared, so it is kept.  When the two share nothing, the whole aligned live prompt is
+    kept instead: a later prompt may continue it after this one (A, B, A' interleaved).
+    Either way nothing is saved that a snapshot already starts with.  Returns the new reuse.
+    """
+    llama = m.llama
+    snaps = m.snapshots
+    keep = reuse if reuse >= block else (live if live >= block else 0)
+    saved = llama._input_ids[:keep].tolist()
+    if keep and not snaps.covers(saved):
+        llama._ctx.kv_cache_seq_rm(-1, keep, -1)  # this tail is dropped below anyway
+        llama.n_tokens = keep
+        snap = capture(llama, saved, snaps.max_bytes)
+        if snap is not None and snaps.add(snap):
+            logger.debug("kept a snapshot of a %d-token prefix (%d bytes)", keep, snap.size)
+    best, offered = snaps.best(tokens, boundary, block)
+    if best is None or offered <= reuse:
+        return reuse
+    if not restore(llama, best, offered):
+        logger.debug("llama.cpp refused a %d-token prefix snapshot; dropped it", offered)
+        snaps.discard(best)
+        return 0
+    snaps.used(best, offered)
+    logger.debug("restored %d prompt tokens from a prefix snapshot", offered)
+    return offered
 
 
 def logprob(llama: Any, vocab: Any, token: int, top: int) -> TokenLogprob:
