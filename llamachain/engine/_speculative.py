@@ -9,10 +9,12 @@ copies text that came before.
 One caveat: the text equals the one-token-at-a-time path only as far as llama.cpp's logits
 for a token do not depend on the batch it is evaluated in.  With flash attention (the
 engine's default for generation) they were bit-identical on the bundled model for every
-batch shape we tried; with the default attention kernel they differ by up to ~1 logit and
-greedy answers do diverge.  Other builds (another CPU's kernels, a GPU) make no such
-promise, so where two candidates are within rounding of each other an answer could in
-theory differ -- the same kind of difference the prefix cache can make.
+batch of up to 63 tokens, with or without rolled-back cells in the cache (from 64 tokens on
+llama.cpp switches kernels, hence ``MAX_PROMPT_LOOKUP``); with the default attention
+kernel they differ by up to ~1 logit and greedy answers do diverge.  Other builds (another
+CPU's kernels, a GPU) make no such promise, so where two candidates are within rounding of
+each other an answer could in theory differ -- the same kind of difference the prefix
+cache can make.
 
 ``llama.input_ids`` / ``llama.n_tokens`` always describe the KV cache between steps, so the
 prefix cache sees the same state it would after :meth:`llama_cpp.Llama.generate`.

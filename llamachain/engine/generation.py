@@ -10,7 +10,10 @@ from llamachain.errors import ConfigError
 
 FinishReason = Literal["stop", "length", "cancelled", "timeout"]
 
-MAX_PROMPT_LOOKUP = 64
+# A draft is checked in a batch of 1 + draft tokens.  llama.cpp switches to other kernels
+# for batches of 64 tokens or more, whose logits differ from one-token decoding; staying
+# well below keeps prompt lookup exact.
+MAX_PROMPT_LOOKUP = 32
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class SamplingParams:
         ):
             raise ConfigError(
                 f"prompt_lookup is the most draft tokens per step, an integer from 0 (off) to "
-                f"{MAX_PROMPT_LOOKUP}; got {self.prompt_lookup!r} (try 10)"
+                f"{MAX_PROMPT_LOOKUP}; got {self.prompt_lookup!r} (try 6)"
             )
         if self.grammar is not None and self.json_schema is not None:
             raise ConfigError("pass either grammar or json_schema, not both")
