@@ -29,6 +29,7 @@ CALL_KWARGS = frozenset(
         "logprobs",
         "top_logprobs",
         "timeout",
+        "prompt_lookup",
     }
 )
 
@@ -66,6 +67,14 @@ class LlamaParams(BaseModel):
     min_p: float = 0.05
     repeat_penalty: float = 1.1
     seed: int | None = None
+    prompt_lookup: int = Field(
+        default=0,
+        description=(
+            "Prompt-lookup decoding: draft up to this many tokens per step from text that "
+            "already occurred (fast on answers that quote the prompt); 0: off.  Only at "
+            "temperature=0 with repeat_penalty=1.0, no grammar, JSON schema or logprobs."
+        ),
+    )
     stop: list[str] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
@@ -174,6 +183,7 @@ class LlamaParams(BaseModel):
             min_p=pick("min_p"),
             repeat_penalty=pick("repeat_penalty"),
             seed=pick("seed"),
+            prompt_lookup=pick("prompt_lookup"),
             stop=tuple(self.stop or ()),
             logprobs=(top or 0) if (logprobs or top) else None,
             grammar=kwargs.get("grammar"),

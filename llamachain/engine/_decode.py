@@ -7,12 +7,15 @@ loop holds it for the whole generation, so one model serves any number of thread
 from __future__ import annotations
 
 import codecs
+import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from llamachain.engine._native import token_piece
+from llamachain.engine._snapshots import capture, common_blocks, restore
+from llamachain.engine._speculative import LookupDecoder, lookup_blocker
 from llamachain.engine.cache import LoadedModel
 from llamachain.engine.generation import (
     Chunk,
@@ -23,6 +26,8 @@ from llamachain.engine.generation import (
     Usage,
 )
 from llamachain.errors import GenerationError
+
+logger = logging.getLogger(__name__)
 
 PREFILL_BLOCK = 64
 
@@ -58,32 +63,52 @@ def generate(
         finish: FinishReason = "length"
         pending_ids: list[int] = []
         pending_lps: list[TokenLogprob] = []
-        gen = llama.generate(
-            tokens,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            temp=params.temperature,
-            repeat_penalty=params.repeat_penalty,
-            grammar=grammar,
-        )
+        lookup: LookupDecoder | None = None
+        gen: Generator[int, Any, None] | None = None
+        steps: Generator[list[int], None, None]
+        if params.prompt_lookup:
+            blocker = lookup_blocker(params, grammar, llama)
+            if blocker is None:
+                lookup = LookupDecoder(llama, tokens, params.prompt_lookup, max_new)
+            else:
+                logger.debug("prompt lookup off for this call: %s", blocker)
+        if lookup is not None:
+            steps = lookup.steps()
+        else:
+            gen = llama.generate(
+                tokens,
+                top_k=params.top_k,
+                top_p=params.top_p,
+                min_p=params.min_p,
+                temp=params.temperature,
+                repeat_penalty=params.repeat_penalty,
+                grammar=grammar,
+            )
+            steps = ([tok] for tok in gen)
         try:
-            for tok in gen:
+            # A step is one forward pass: a single token, or several with prompt lookup.
+            # Every token goes through the same checks either way.
+            for step in steps:
                 if first_at is None:
                     first_at = time.perf_counter()
-                if llama_cpp.llama_vocab_is_eog(vocab, tok):
-                    finish = "stop"
-                    break
-                n += 1
-                pending_ids.append(tok)
-                if params.logprobs is not None:
-                    pending_lps.append(logprob(llama, vocab, tok, params.logprobs))
-                out = matcher.feed(decoder.decode(token_piece(vocab, tok)))
+                ended = False
+                out = ""
+                for tok in step[: max_new - n]:
+                    if llama_cpp.llama_vocab_is_eog(vocab, tok):
+                        finish, ended = "stop", True
+                        break
+                    n += 1
+                    pending_ids.append(tok)
+                    if params.logprobs is not None:
+                        pending_lps.append(logprob(llama, vocab, tok, params.logprobs))
+                    out += matcher.feed(decoder.decode(token_piece(vocab, tok)))
+                    if matcher.stopped:
+                        finish, ended = "stop", True
+                        break
                 if out:
                     yield Chunk(out, pending_ids, pending_lps)
                     pending_ids, pending_lps = [], []
-                if matcher.stopped:
-                    finish = "stop"
+                if ended:
                     break
                 if cancel is not None and cancel.is_set():
                     finish = "cancelled"
@@ -97,7 +122,9 @@ def generate(
         except RuntimeError as e:
             raise GenerationError(f"llama.cpp failed while generating: {e}") from e
         finally:
-            gen.close()
+            steps.close()
+            if gen is not None:
+                gen.close()
         end = time.perf_counter()
         tail = "" if matcher.stopped else matcher.feed(decoder.decode(b"", final=True))
         tail += matcher.flush()
@@ -109,6 +136,10 @@ def generate(
             "prompt_tokens_per_second": (len(tokens) - cached) / max(first - start, 1e-9),
             "decode_tokens_per_second": max(n - 1, 0) / max(end - first, 1e-9),
         }
+        if lookup is not None:
+            timings["draft_tokens"] = float(lookup.drafted)
+            timings["accepted_tokens"] = float(lookup.accepted)
+            timings["lookup_steps"] = float(lookup.passes)
         usage = Usage(prompt_tokens=len(tokens), completion_tokens=n, cached_tokens=cached)
         yield Chunk(tail, pending_ids, pending_lps, finish, usage, timings)
 
@@ -120,18 +151,19 @@ def prefill(m: LoadedModel, tokens: list[int], *, prefix_cache: bool, block: int
     every prompt in the same aligned blocks -- and reusing cached state only at block
     boundaries that were themselves evaluated that way -- makes the prefix cache exact: the
     answer at temperature 0 is the same whatever was asked before.  ``llama.generate`` then
-    evaluates the rest (at most one block) and samples.  Returns the tokens reused.
+    evaluates the rest (at most one block) and samples.  The reused state is the live one
+    or, when it offers more, a saved prefix snapshot (see :mod:`._snapshots`).  Returns the
+    tokens reused.
     """
     llama = m.llama
     boundary = (len(tokens) - 1) // block * block
     reuse = 0
     recurrent = getattr(llama, "_is_recurrent", False) or getattr(llama, "_is_hybrid", False)
     if prefix_cache and not recurrent:
-        limit = min(m.aligned, llama.n_tokens, boundary)
-        ids = llama._input_ids
-        while reuse < limit and ids[reuse] == tokens[reuse]:
-            reuse += 1
-        reuse = reuse // block * block
+        live = min(m.aligned, llama.n_tokens)
+        reuse = common_blocks(llama._input_ids, tokens, min(live, boundary), block)
+        if m.snapshots.enabled:
+            reuse = _use_snapshots(m, tokens, live, reuse, boundary, block)
     if reuse == 0:
         llama.reset()
     else:
@@ -141,6 +173,38 @@ def prefill(m: LoadedModel, tokens: list[int], *, prefix_cache: bool, block: int
         llama.eval(tokens[i : i + block])
         m.aligned = i + block
     return reuse
+
+
+def _use_snapshots(
+    m: LoadedModel, tokens: list[int], live: int, reuse: int, boundary: int, block: int
+) -> int:
+    """Save what the live state is about to lose; restore a snapshot that beats it.
+
+    A prefix the new prompt shares with the live state (>= one block) has proved to be
+    shared, so it is kept.  When the two share nothing, the whole aligned live prompt is
+    kept instead: a later prompt may continue it after this one (A, B, A' interleaved).
+    Either way nothing is saved that a snapshot already starts with.  Returns the new reuse.
+    """
+    llama = m.llama
+    snaps = m.snapshots
+    keep = reuse if reuse >= block else (live if live >= block else 0)
+    saved = llama._input_ids[:keep].tolist()
+    if keep and not snaps.covers(saved):
+        llama._ctx.kv_cache_seq_rm(-1, keep, -1)  # this tail is dropped below anyway
+        llama.n_tokens = keep
+        snap = capture(llama, saved, snaps.max_bytes)
+        if snap is not None and snaps.add(snap):
+            logger.debug("kept a snapshot of a %d-token prefix (%d bytes)", keep, snap.size)
+    best, offered = snaps.best(tokens, boundary, block)
+    if best is None or offered <= reuse:
+        return reuse
+    if not restore(llama, best, offered):
+        logger.debug("llama.cpp refused a %d-token prefix snapshot; dropped it", offered)
+        snaps.discard(best)
+        return 0
+    snaps.used(best, offered)
+    logger.debug("restored %d prompt tokens from a prefix snapshot", offered)
+    return offered
 
 
 def logprob(llama: Any, vocab: Any, token: int, top: int) -> TokenLogprob:

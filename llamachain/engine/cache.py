@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from llamachain.engine._snapshots import PrefixSnapshots
 from llamachain.errors import ModelLoadError
 from llamachain.models.gguf_info import ModelInfo, read_model_info
 
@@ -30,12 +31,17 @@ class LoadParams:
     embedding: bool = False
     verbose: bool = False
     lora: tuple[tuple[str, float], ...] = ()
+    flash_attn: bool = False
     extra: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(eq=False)
 class LoadedModel:
-    """A llama.cpp model in memory, with the lock that serialises its use."""
+    """A llama.cpp model in memory, with the lock that serialises its use.
+
+    ``snapshots`` holds saved KV states of shared prompt prefixes (8 / 256 MiB by default;
+    pass ``PrefixSnapshots(max_count, max_bytes)`` to bound it differently, 0 to turn it off).
+    """
 
     params: LoadParams
     info: ModelInfo
@@ -48,11 +54,13 @@ class LoadedModel:
     # How many leading tokens of llama's current state were evaluated in aligned prompt blocks
     # (see LlamaEngine._prefill); only those may be reused by the prefix cache.
     aligned: int = 0
+    snapshots: PrefixSnapshots = field(default_factory=PrefixSnapshots)
 
     def close(self) -> None:
         with self.lock:
             if not self.closed:
                 self.closed = True
+                self.snapshots.clear()
                 try:
                     self.llama.close()
                 except Exception:  # pragma: no cover - best effort
@@ -83,6 +91,7 @@ def _load(params: LoadParams) -> LoadedModel:
                 n_threads=params.n_threads,
                 n_threads_batch=params.n_threads,
                 embedding=params.embedding,
+                flash_attn=params.flash_attn,
                 verbose=params.verbose,
                 **kwargs,
             )
@@ -143,9 +152,21 @@ class ModelCache:
     def list(self) -> list[dict[str, Any]]:
         with self._lock:
             return [
-                {**asdict(m.params), "references": m.refs, "load_seconds": m.load_seconds}
+                {
+                    **asdict(m.params),
+                    "references": m.refs,
+                    "load_seconds": m.load_seconds,
+                    "prefix_snapshots": m.snapshots.stats(),
+                }
                 for m in self._models.values()
             ]
+
+    def clear_snapshots(self) -> None:
+        """Drop every model's saved prefix snapshots; the models stay loaded."""
+        with self._lock:
+            models = list(self._models.values())
+        for m in models:
+            m.snapshots.clear()
 
     def clear(self) -> None:
         """Free every model; engines that still hold one reload it on their next call."""

@@ -74,7 +74,10 @@ class LlamaEngine:
         verbose: bool | None = None,
         embedding: bool = False,
         lora: Sequence[tuple[str, float]] = (),
+        flash_attn: bool | None = None,
         prefix_cache: bool | None = None,
+        prefix_snapshots: int | None = None,
+        prefix_snapshot_bytes: int | None = None,
         settings: Settings | None = None,
         cache: ModelCache | None = None,
     ) -> None:
@@ -96,7 +99,23 @@ class LlamaEngine:
         # logits are not bit-identical across batch splits, so a greedy answer can depend on
         # what was asked before.  prefix_cache=False trades that speed for exact repeatability.
         self.prefix_cache = s.prefix_cache if prefix_cache is None else prefix_cache
+        # Saved KV states of shared prompt prefixes, kept by the loaded model (so shared by
+        # every engine on it): at most this many snapshots / bytes.  None keeps the model's
+        # bounds (8 / 256 MiB unless another engine set them); 0 snapshots turns them off.
+        for name, value in (
+            ("prefix_snapshots", prefix_snapshots),
+            ("prefix_snapshot_bytes", prefix_snapshot_bytes),
+        ):
+            if value is not None and (isinstance(value, bool) or value < 0):
+                raise ConfigError(f"{name} must be an integer >= 0 (0: off), got {value!r}")
+        self.prefix_snapshots = prefix_snapshots
+        self.prefix_snapshot_bytes = prefix_snapshot_bytes
         self.lora = tuple((str(p), float(sc)) for p, sc in lora)
+        # llama.cpp's flash-attention kernel gives the same logits for a token whatever batch
+        # it is evaluated in; the default kernel does not (differences up to ~1 logit), which
+        # would make prompt-lookup decoding change greedy answers.  On by default for
+        # generation (llama.cpp's own default is "auto", which turns it on for the CPU).
+        self.flash_attn = (not embedding) if flash_attn is None else flash_attn
         self._cache = cache if cache is not None else model_cache
         self._loaded_model: LoadedModel | None = None
         self._format: ChatFormat | None = None
@@ -143,6 +162,7 @@ class LlamaEngine:
             embedding=self.embedding,
             verbose=self.verbose,
             lora=self.lora,
+            flash_attn=self.flash_attn,
         )
 
     def _loaded(self) -> LoadedModel:
@@ -153,6 +173,14 @@ class LlamaEngine:
                     self._cache.release(m)
                 m = self._cache.acquire(self.load_params())
                 self._loaded_model = m
+                if self.prefix_snapshots is not None or self.prefix_snapshot_bytes is not None:
+                    snaps = m.snapshots
+                    snaps.configure(
+                        snaps.max_count if self.prefix_snapshots is None else self.prefix_snapshots,
+                        snaps.max_bytes
+                        if self.prefix_snapshot_bytes is None
+                        else self.prefix_snapshot_bytes,
+                    )
             return m
 
     def load(self) -> LlamaEngine:
@@ -181,6 +209,16 @@ class LlamaEngine:
     def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
         with contextlib.suppress(Exception):
             self.close()
+
+    def snapshot_stats(self) -> dict[str, int]:
+        """Counters of the loaded model's prefix snapshots (count, bytes, hits, ...)."""
+        return self._loaded().snapshots.stats()
+
+    def clear_snapshots(self) -> None:
+        """Drop the loaded model's prefix snapshots (shared with engines on the same model)."""
+        m = self._loaded_model
+        if m is not None:
+            m.snapshots.clear()
 
     @property
     def n_ctx(self) -> int:

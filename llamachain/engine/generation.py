@@ -10,6 +10,11 @@ from llamachain.errors import ConfigError
 
 FinishReason = Literal["stop", "length", "cancelled", "timeout"]
 
+# A draft is checked in a batch of 1 + draft tokens.  llama.cpp switches to other kernels
+# for batches of 64 tokens or more, whose logits differ from one-token decoding; staying
+# well below keeps prompt lookup exact.
+MAX_PROMPT_LOOKUP = 32
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -26,6 +31,11 @@ class SamplingParams:
     logprobs: int | None = None  # None: off; 0: the chosen token only; n: plus the top n
     grammar: str | None = None  # GBNF
     json_schema: dict[str, Any] | None = None
+    # Prompt-lookup speculative decoding: draft up to this many tokens per step by copying
+    # what followed the latest n-gram earlier in the prompt or answer, and let the model check
+    # them in one batch.  0: off.  Only used when decoding is greedy (temperature 0,
+    # repeat_penalty 1.0) with no grammar, JSON schema or logprobs; ignored otherwise.
+    prompt_lookup: int = 0
 
     def __post_init__(self) -> None:
         if self.max_tokens is not None and self.max_tokens < 1:
@@ -40,6 +50,15 @@ class SamplingParams:
             raise ConfigError(f"min_p must be in [0, 1], got {self.min_p}")
         if self.logprobs is not None and not 0 <= self.logprobs <= 20:
             raise ConfigError(f"logprobs must be between 0 and 20, got {self.logprobs}")
+        if (
+            isinstance(self.prompt_lookup, bool)
+            or not isinstance(self.prompt_lookup, int)
+            or not 0 <= self.prompt_lookup <= MAX_PROMPT_LOOKUP
+        ):
+            raise ConfigError(
+                f"prompt_lookup is the most draft tokens per step, an integer from 0 (off) to "
+                f"{MAX_PROMPT_LOOKUP}; got {self.prompt_lookup!r} (try 6)"
+            )
         if self.grammar is not None and self.json_schema is not None:
             raise ConfigError("pass either grammar or json_schema, not both")
 
