@@ -40,7 +40,7 @@ _DIRECTIVE_LINE = re.compile(
     r"^\s*\.\. (?:code-block|code|sourcecode|highlight|literalinclude|include|image|figure|"
     r"toctree|only|tab|rst-class|note|warning|tip|important|caution|seealso|admonition|"
     r"versionadded|versionchanged|deprecated|autoclass|automodule|autofunction)::.*$|"
-    r"^\s*:(?:caption|language|linenos|emphasize-lines|name|class|members|noindex):.*$"
+    r"^\s*:(?:caption|language|linenos|emphasize-lines|name|class|members|noindex):(?:\s|$)"
 )
 MAX_UNIT_CHARS = 400
 
