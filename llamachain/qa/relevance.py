@@ -8,6 +8,11 @@ chunks.  Two cheap measures, computed from the retriever's BM25 statistics:
   the question's terms, each weighted by its inverse document frequency in the whole store
   (a term the store never saw weighs the most), and the share of that weight whose terms
   occur in the chunks.  1.0: every word of the question is there; ~0.2: only the generic ones.
+  A word the store never saw that is an everyday English word ("suggested", "whether") is
+  left out: no chunk can contain it, and it is usually the asker's paraphrase of what the
+  documents say in other words.  In a small store most everyday words are unseen, and
+  counting them would make every question look unanswerable.  Unseen words outside that
+  vocabulary (``mypy``, ``gzip``) keep their full weight.
 * :func:`unknown_names` -- words of the question that look like names (a capital letter
   inside the question, a digit, or all capitals: ``Kubernetes``, ``OAuth2``, ``CORS``) and
   that occur nowhere in the store.
@@ -18,14 +23,35 @@ the chunks themselves stand in for the store, and no name counts as unknown.
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from llamachain.qa.evidence import terms
 
+log = logging.getLogger(__name__)
+
 _WORD = re.compile(r"[A-Za-z][\w.+-]*\w|[A-Za-z]")
+
+
+@functools.cache
+def everyday_words() -> frozenset[str]:
+    """Whole English words of the bundled embedder's WordPiece vocabulary (~20k, lower case).
+
+    A general-purpose list of common words, learnt from English books and Wikipedia, that
+    ships with the default embedding model; empty (every unseen word counts) without it.
+    """
+    try:
+        from llamachain._st_loader import bundled_model_dir
+
+        lines = (bundled_model_dir() / "vocab.txt").read_text(encoding="utf-8").split()
+    except Exception as e:  # no bundled model: coverage counts every word
+        log.debug("no everyday-word list: %s", e)
+        return frozenset()
+    return frozenset(w for w in lines if w.isalpha() and w.islower() and len(w) > 1)
 
 
 @dataclass(frozen=True)
@@ -43,14 +69,31 @@ def _idf(n: int, df: int) -> float:
     return math.log(1 + (n - df + 0.5) / (df + 0.5))
 
 
-def coverage(question: str, texts: Sequence[str], n_docs: int, df: Mapping[str, int]) -> float:
-    """Share of the question's IDF weight whose terms occur in ``texts`` (0..1)."""
-    q_terms = list(dict.fromkeys(terms(question)))
+def coverage(
+    question: str,
+    texts: Sequence[str],
+    n_docs: int,
+    df: Mapping[str, int],
+    everyday: Callable[[str], bool] | None = None,
+) -> float:
+    """Share of the question's IDF weight whose terms occur in ``texts`` (0..1).
+
+    ``everyday(word)`` says whether a question word is common English: such a word is not
+    counted when the store never saw it (``df`` of 0).  None: every word counts.
+    """
+    q_terms: dict[str, str] = {}  # term -> the question word it came from
+    for word in question.split():
+        for t in terms(word):
+            q_terms.setdefault(t, word.strip(".,;:!?()[]{}\"'`"))
     if not q_terms:
         return 1.0  # nothing to look for: do not abstain on coverage
     present = {t for text in texts for t in terms(text)}
     n = max(n_docs, 1)
-    weights = {t: _idf(n, df.get(t, 0)) for t in q_terms}
+    weights = {
+        t: _idf(n, df.get(t, 0))
+        for t, word in q_terms.items()
+        if df.get(t, 0) > 0 or everyday is None or not everyday(word)
+    }
     total = sum(weights.values())
     if total <= 0:
         return 1.0
@@ -91,4 +134,8 @@ def assess(
         counts = {t: sum(t in s for s in local) for t in set(terms(question))}
         return Relevance(coverage(question, texts, len(texts), counts))
     n_docs, df = statistics
-    return Relevance(coverage(question, texts, n_docs, df), tuple(unknown_names(question, df)))
+    words = everyday_words()
+    return Relevance(
+        coverage(question, texts, n_docs, df, lambda w: w.lower() in words),
+        tuple(unknown_names(question, df)),
+    )

@@ -8,7 +8,7 @@ from llamachain.qa import citations as cit
 from llamachain.qa.evidence import best_passages, split_units
 from llamachain.qa.memory import ConversationMemory
 from llamachain.qa.packing import pack
-from llamachain.qa.relevance import assess, coverage, unknown_names
+from llamachain.qa.relevance import assess, coverage, everyday_words, unknown_names
 
 RST = """\
 Missing EOF Marker
@@ -80,6 +80,23 @@ def test_coverage_weights_rare_words_and_unknown_names_are_found():
     assert rel.unknown_names == ("Prometheus",) and rel.weak(0.1)
     local = assess("flask metrics", texts, None)
     assert local.coverage == 1.0 and not local.weak(0.5)
+
+
+def test_unseen_everyday_words_do_not_count_against_coverage():
+    # a small store that never saw "suggested" or "library": the asker's paraphrase
+    df = {"generat": 2, "secret": 5, "key": 6, "gzip": 0}
+    texts = ["Use secrets.token_bytes to generate a secret key."]
+    question = "Which library function is suggested for generating secret keys?"
+    everyday = {"which", "library", "function", "suggested", "for", "generating", "secret"}
+    counted = coverage(question, texts, 20, df)
+    paraphrase = coverage(question, texts, 20, df, lambda w: w.lower() in everyday)
+    assert counted < 0.4 < paraphrase == 1.0
+    # an unseen word that is not everyday English still weighs the most
+    gzip = coverage("Does it gzip keys?", texts, 20, df, lambda w: w.lower() in everyday)
+    assert gzip < 0.4
+    # the bundled embedder's vocabulary supplies the everyday words
+    words = everyday_words()
+    assert {"whether", "suggested", "library"} <= words and "mypy" not in words
 
 
 def test_pack_fits_the_budget_skips_what_does_not_fit_and_cuts_a_lone_giant():
