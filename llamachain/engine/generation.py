@@ -151,26 +151,33 @@ class StopMatcher:
         if not self.stops:
             return text
         self._buf += text
-        first = -1
-        for s in self.stops:
-            i = self._buf.find(s)
-            if i != -1 and (first == -1 or i < first):
-                first = i
-        if first != -1:
-            out = self._buf[:first]
-            self._buf = ""
-            self.stopped = True
-            return out
-        hold = 0
-        for s in self.stops:
-            for k in range(min(len(s) - 1, len(self._buf)), 0, -1):
-                if self._buf.endswith(s[:k]):
-                    hold = max(hold, k)
-                    break
-        out = self._buf[: len(self._buf) - hold]
-        self._buf = self._buf[len(self._buf) - hold :]
-        return out
+        return self._drain(final=False)
 
     def flush(self) -> str:
-        out, self._buf = self._buf, ""
-        return "" if self.stopped else out
+        """The text held back, at the end of the stream (cut at a stop found in it)."""
+        if self.stopped or not self._buf:
+            return ""
+        return self._drain(final=True)
+
+    def _drain(self, final: bool) -> str:
+        buf = self._buf
+        found = [i for i in (buf.find(s) for s in self.stops) if i != -1]
+        first = min(found) if found else -1
+        # the earliest position from which the rest of the buffer could still grow into a
+        # stop: a longer stop starting there would win over a match found further on
+        pending = -1 if final else self._pending_start(buf)
+        if first != -1 and (pending == -1 or first <= pending):
+            self._buf = ""
+            self.stopped = True
+            return buf[:first]
+        cut = len(buf) if pending == -1 else pending
+        self._buf = buf[cut:]
+        return buf[:cut]
+
+    def _pending_start(self, buf: str) -> int:
+        longest = max(len(s) for s in self.stops)
+        for j in range(max(0, len(buf) - longest + 1), len(buf)):
+            tail = buf[j:]
+            if any(len(tail) < len(s) and s.startswith(tail) for s in self.stops):
+                return j
+        return -1

@@ -26,6 +26,17 @@ def test_stop_matcher_is_independent_of_how_text_is_split(text, stops, cuts):
     assert run(StopMatcher(stops), pieces) == expected(text, stops)
 
 
+def test_a_longer_stop_starting_earlier_wins_over_a_match_further_on():
+    # "#a" contains the stop "a", but "#aa" may still follow from position 0
+    m = StopMatcher(["a", "#aa"])
+    assert m.feed("#a") == "" and not m.stopped
+    assert m.feed("a") == "" and m.stopped
+    m = StopMatcher(["a", "#aa"])
+    assert m.feed("#a") == "" and m.feed("b") == "#" and m.stopped
+    m = StopMatcher(["a", "#aa"])
+    assert m.feed("#a") == "" and m.flush() == "#" and m.stopped
+
+
 def test_stop_matcher_holds_back_a_possible_prefix():
     m = StopMatcher(["###"])
     assert m.feed("answer #") == "answer "
