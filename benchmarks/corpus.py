@@ -305,20 +305,27 @@ def check_questions(questions: Iterable[Question], root: Path) -> tuple[list[str
     return problems, notes
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus", type=Path, help=f"corpus directory (default: {default_path()})")
+def corpus_cli(
+    argv: list[str] | None,
+    description: str,
+    default: Path,
+    ensure: Callable[[Path | None], Path],
+    questions: Path,
+) -> int:
+    """``--corpus DIR`` and ``--check-questions [FILE]``: the command line of a corpus module."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--corpus", type=Path, help=f"corpus directory (default: {default})")
     ap.add_argument(
         "--check-questions",
         nargs="?",
-        const=QUESTIONS,
+        const=questions,
         type=Path,
         metavar="FILE",
-        help=f"verify a question set against the corpus (default file: {QUESTIONS.name})",
+        help=f"verify a question set against the corpus (default file: {questions.name})",
     )
     ap.add_argument("-v", "--verbose", action="store_true", help="print the checker's notes")
     args = ap.parse_args(argv)
-    root = ensure_corpus(args.corpus)
+    root = ensure(args.corpus)
     print(root)
     if args.check_questions is None:
         return 0
@@ -329,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
         _stderr(f"PROBLEM: {p}")
     _stderr(f"{args.check_questions}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
     return 1 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return corpus_cli(argv, __doc__.split("\n\n")[0], default_path(), ensure_corpus, QUESTIONS)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ Pallets one, and ``--check-questions`` applies the same checks (see ``corpus.py`
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -36,9 +35,8 @@ try:  # run as a script: benchmarks/ is on sys.path
         _stderr,
         _unpack_docs,
         cache_root,
-        check_questions,
+        corpus_cli,
         corpus_files,
-        load_questions,
     )
 except ImportError:  # imported as benchmarks.heldout_corpus
     from benchmarks.corpus import (
@@ -48,9 +46,8 @@ except ImportError:  # imported as benchmarks.heldout_corpus
         _stderr,
         _unpack_docs,
         cache_root,
-        check_questions,
+        corpus_cli,
         corpus_files,
-        load_questions,
     )
 
 NAME = "falcon-docs"
@@ -125,30 +122,8 @@ def _build(root: Path, log: Log) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=(__doc__ or NAME).split("\n\n")[0])
-    ap.add_argument("--corpus", type=Path, help=f"corpus directory (default: {default_path()})")
-    ap.add_argument(
-        "--check-questions",
-        nargs="?",
-        const=QUESTIONS,
-        type=Path,
-        metavar="FILE",
-        help=f"verify a question set against the corpus (default file: {QUESTIONS.name})",
-    )
-    ap.add_argument("-v", "--verbose", action="store_true", help="print the checker's notes")
-    args = ap.parse_args(argv)
-    root = ensure_corpus(args.corpus)
-    print(root)
-    if args.check_questions is None:
-        return 0
-    problems, notes = check_questions(load_questions(args.check_questions), root)
-    for note in notes if args.verbose else notes[-1:]:
-        _stderr(f"note: {note}")
-    for problem in problems:
-        _stderr(f"PROBLEM: {problem}")
-    verdict = f"{len(problems)} problem(s)" if problems else "OK"
-    _stderr(f"{args.check_questions}: {verdict}")
-    return 1 if problems else 0
+    description = (__doc__ or NAME).split("\n\n")[0]
+    return corpus_cli(argv, description, default_path(), ensure_corpus, QUESTIONS)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -88,6 +89,19 @@ def chat(
     )
     history: list[Any] = [SystemMessage(content=system)] if system else []
     click.echo(f"chatting with {llm.model_name}; {HELP}", err=True)
+
+    def forget() -> None:
+        del history[1 if system else 0 :]
+
+    for line in _questions(forget):
+        history.append(HumanMessage(content=line))
+        text, _ = _stream(llm.stream(history))
+        click.echo()
+        history.append(AIMessage(content=text))
+
+
+def _questions(forget: Callable[[], None]) -> Iterator[str]:
+    """The user's lines until end of input or /exit; /reset calls ``forget``."""
     while True:
         try:
             line = _read("you> ")
@@ -96,21 +110,18 @@ def chat(
         if line is None:
             click.echo(err=True)
             return
-        if not line.strip():
+        command = line.strip()
+        if not command:
             continue
-        if line.strip() in ("/exit", "/quit"):
+        if command in ("/exit", "/quit"):
             return
-        if line.strip() == "/reset":
-            history = history[:1] if system else []
+        if command == "/reset":
+            forget()
             click.echo("(forgotten)", err=True)
-            continue
-        if line.strip().startswith("/"):
+        elif command.startswith("/"):
             click.echo(HELP, err=True)
-            continue
-        history.append(HumanMessage(content=line))
-        text, _ = _stream(llm.stream(history))
-        click.echo()
-        history.append(AIMessage(content=text))
+        else:
+            yield line
 
 
 def _kb_chat(ctx: click.Context, kb_name: str, model: str | None) -> None:
@@ -119,25 +130,7 @@ def _kb_chat(ctx: click.Context, kb_name: str, model: str | None) -> None:
     memory = ConversationMemory()
     chain = make_chain(ctx, kb_name, model, memory=memory)
     click.echo(f"asking knowledge base {kb_name!r}; {HELP}", err=True)
-    while True:
-        try:
-            line = _read("you> ")
-        except KeyboardInterrupt:
-            line = None
-        if line is None:
-            click.echo(err=True)
-            return
-        if not line.strip():
-            continue
-        if line.strip() in ("/exit", "/quit"):
-            return
-        if line.strip() == "/reset":
-            memory.clear()
-            click.echo("(forgotten)", err=True)
-            continue
-        if line.strip().startswith("/"):
-            click.echo(HELP, err=True)
-            continue
+    for line in _questions(memory.clear):
         streamed, last = _stream(chain.stream(line))
         if last is not None and last.result is not None:
             if last.result.standalone_question:

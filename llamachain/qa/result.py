@@ -6,6 +6,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+def source_label(name: str, section: str, page: int | None) -> str:
+    """``name § section (page p)``, leaving out what is empty."""
+    out = name
+    if section:
+        out += f" § {section}"
+    if page is not None:
+        out += f" (page {page})"
+    return out
+
+
 @dataclass
 class SourceChunk:
     """A retrieved chunk and the number ``[n]`` it is cited by.
@@ -37,12 +47,7 @@ class SourceChunk:
     @property
     def label(self) -> str:
         """``file name § section`` (and page), the way citations show it."""
-        out = self.file_name or self.source
-        if self.section:
-            out += f" § {self.section}"
-        if self.page is not None:
-            out += f" (page {self.page})"
-        return out
+        return source_label(self.file_name or self.source, self.section, self.page)
 
 
 @dataclass
@@ -59,12 +64,7 @@ class Citation:
 
     @property
     def label(self) -> str:
-        out = self.file_name or self.source
-        if self.section:
-            out += f" § {self.section}"
-        if self.page is not None:
-            out += f" (page {self.page})"
-        return out
+        return source_label(self.file_name or self.source, self.section, self.page)
 
 
 @dataclass
