@@ -25,6 +25,7 @@ from llamachain.errors import ConfigError
 from llamachain.qa import _plan
 from llamachain.qa._compose import compose
 from llamachain.qa._plan import Plan
+from llamachain.qa.citations import ReplyView
 from llamachain.qa.config import QAConfig
 from llamachain.qa.memory import ConversationMemory
 from llamachain.qa.result import QAChunk, QAResult
@@ -156,6 +157,10 @@ class GroundedQA(RunnableSerializable[Any, QAResult]):
         """Sentences after which the model is stopped (never inside a structured reply)."""
         return 0 if self.config.structured else self.config.reply_sentences
 
+    def _view(self, plan: Plan) -> ReplyView:
+        """The streamed text: the reply as it will be shown (see :class:`ReplyView`)."""
+        return ReplyView(self._stop_after, [c.n for c in plan.packed if c.n is not None])
+
     def _run(self, inputs: Iterator[Any], config: RunnableConfig) -> Iterator[QAChunk]:
         started = time.perf_counter()
         question, options = _question_of(next(iter(inputs)))
@@ -168,11 +173,12 @@ class GroundedQA(RunnableSerializable[Any, QAResult]):
         if plan.abstain is not None:
             yield QAChunk("", self._result(plan, "", None))
             return
-        reply = _plan.Reply()
+        reply, view = _plan.Reply(), self._view(plan)
         pieces = _plan.generate(self.llm, plan, config)
         try:
             for piece in pieces:
-                text = reply.add(piece, plan)
+                reply.add(piece, plan)
+                text = view.update(reply.text)
                 if text:
                     yield QAChunk(text)
                 if reply.enough(self._stop_after):
@@ -181,6 +187,9 @@ class GroundedQA(RunnableSerializable[Any, QAResult]):
             close = getattr(pieces, "close", None)
             if close is not None:
                 close()  # stops the model's generation at once
+        rest = view.update(reply.text, final=True)
+        if rest:
+            yield QAChunk(rest)
         yield QAChunk("", self._finish(plan, reply))
 
     async def _arun(
@@ -203,17 +212,21 @@ class GroundedQA(RunnableSerializable[Any, QAResult]):
         if plan.abstain is not None:
             yield QAChunk("", self._result(plan, "", None))
             return
-        reply = _plan.Reply()
+        reply, view = _plan.Reply(), self._view(plan)
         apieces = _plan.agenerate(self.llm, plan, config)
         try:
             async for piece in apieces:
-                text = reply.add(piece, plan)
+                reply.add(piece, plan)
+                text = view.update(reply.text)
                 if text:
                     yield QAChunk(text)
                 if reply.enough(self._stop_after):
                     break
         finally:
             await apieces.aclose()
+        rest = view.update(reply.text, final=True)
+        if rest:
+            yield QAChunk(rest)
         result = await run_in_executor(None, self._finish, plan, reply)
         yield QAChunk("", result)
 

@@ -49,11 +49,14 @@ def keep_valid(text: str, valid: Iterable[int]) -> tuple[str, list[int]]:
             if n not in cited:
                 cited.append(n)
         if not good:
-            return ""
+            return "\x00"
         return " " + "".join(f"[{n}]" for n in dict.fromkeys(good))
 
     cleaned = _MARKER.sub(repl, text)
-    return re.sub(r"[ \t]+([.,;:!?])", r"\1", cleaned).strip(), cited
+    # close the gap a removed marker leaves before punctuation ("port 5000 [7]." ->
+    # "port 5000."), and only there: "the :meth:`x`" keeps its space
+    cleaned = re.sub(r"[ \t]*\x00+(?=[.,;:!?])", "", cleaned).replace("\x00", "")
+    return cleaned.strip(), cited
 
 
 def strip_markers(text: str) -> str:
@@ -126,6 +129,58 @@ def tidy_reply(text: str, *, sentences: int = 2, words: int = 60) -> str:
     if len(tokens) > words:
         out = " ".join(tokens[:words]).rstrip(",;:") + " …"
     return out
+
+
+_OPENERS = (
+    "the answer to this question is",
+    "the answer to your question is",
+    "the answer to the question is",
+    "the answer is",
+    "answer:",
+    "according to the sources",
+    "according to the source",
+    "according to the documents",
+    "according to the document",
+    "according to the context",
+)
+
+
+class ReplyView:
+    """What a streaming reply will show, released as soon as it can no longer change.
+
+    The shown reply is the model's text with markers that name no packed source removed,
+    cut by :func:`tidy_reply`.  While the reply grows, text that may still turn out to be
+    an opener ("The answer is"), a sentence boundary (trailing space) or a marker (``[1``)
+    is held back; the rest is the same as the final reply's beginning, so the stream is its
+    prefix.  ``sentences=0`` (a whole or structured reply) passes the text through.
+    """
+
+    def __init__(self, sentences: int, valid: Iterable[int]) -> None:
+        self.sentences = sentences
+        self.valid = list(valid)
+        self.sent = ""
+
+    def update(self, text: str, *, final: bool = False) -> str:
+        """The new part of the view of ``text`` (all of the reply so far)."""
+        view = self._view(text, final)
+        if not view.startswith(self.sent):
+            return ""  # it changed its mind (a repeated line cut, say): the result has it
+        delta, self.sent = view[len(self.sent) :], view
+        return delta
+
+    def _view(self, text: str, final: bool) -> str:
+        if not self.sentences:
+            return text
+        if not final:
+            head = " ".join(text.lower().split())
+            if any(o.startswith(head) for o in _OPENERS):
+                return ""
+            text = text.rstrip()
+            bracket = max(text.rfind("["), text.rfind("【"))
+            if bracket != -1 and "]" not in text[bracket:] and "】" not in text[bracket:]:
+                text = text[:bracket].rstrip()
+        cleaned, _ = keep_valid(text, self.valid)
+        return tidy_reply(cleaned, sentences=self.sentences) if cleaned else ""
 
 
 def reply_complete(text: str, *, sentences: int = 2) -> bool:

@@ -206,3 +206,21 @@ def test_a_streaming_reply_is_complete_after_the_kept_sentences():
     assert cit.reply_complete("It is X. It works. More")
     assert cit.reply_complete("It is X.\n\nIt works.\n\nMore", sentences=2)
     assert cit.reply_complete("One. Two", sentences=1)
+
+
+def test_the_streamed_view_is_the_shown_reply_as_it_grows():
+    pieces = ["The", " answer", " is", ":", " It", " listens", " on port", " 5000", " [", "1",
+              "]", " [", "7", "]", ".", "\n\n", "Use", " --port", " to", " change", " it", ".",
+              " Also", " see"]  # fmt: skip
+    view, text, streamed = cit.ReplyView(2, [1, 2]), "", []
+    for p in pieces:
+        text += p
+        streamed.append(view.update(text))
+        assert "answer" not in "".join(streamed)  # the opener is never shown
+        assert "[7" not in "".join(streamed)  # nor a marker naming no packed source
+    streamed.append(view.update(text, final=True))
+    shown = cit.tidy_reply(cit.keep_valid(text, [1, 2])[0], sentences=2)
+    assert "".join(streamed) == shown == "It listens on port 5000 [1]. Use --port to change it."
+    # a whole (or structured) reply passes through
+    raw = cit.ReplyView(0, [1])
+    assert raw.update('{"answer": "x"') == '{"answer": "x"'
