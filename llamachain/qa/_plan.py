@@ -230,6 +230,7 @@ def make(
         standalone,
         [c.text + " " + c.section for c in chosen],
         _statistics(chain.retriever, standalone),
+        [c.text + " " + c.section for c in chunks],
     )
     unknown = cfg.abstain_on_unknown_names and bool(relevance.unknown_names)
     abstain = "weak_retrieval" if unknown or relevance.coverage < cfg.min_coverage else None

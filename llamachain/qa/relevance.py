@@ -15,7 +15,8 @@ chunks.  Two cheap measures, computed from the retriever's BM25 statistics:
   vocabulary (``mypy``, ``gzip``) keep their full weight.
 * :func:`unknown_names` -- words of the question that look like names (a capital letter
   inside the question, a digit, or all capitals: ``Kubernetes``, ``OAuth2``, ``CORS``) and
-  that occur nowhere in the store.
+  that occur nowhere in the store; and :func:`missing_phrases` -- names of several such
+  words (``AWS Lambda``, ``JSON Web Tokens``) that no retrieved chunk contains as written.
 
 Without BM25 statistics (a retriever other than :class:`~llamachain.retrievers.HybridRetriever`)
 the chunks themselves stand in for the store, and no name counts as unknown.
@@ -123,19 +124,61 @@ def unknown_names(question: str, df: Mapping[str, int]) -> list[str]:
     return out
 
 
+def name_phrases(question: str) -> list[str]:
+    """Runs of two or more capitalised name-like words: ``AWS Lambda``, ``JSON Web Tokens``."""
+    out: list[str] = []
+    run: list[re.Match[str]] = []
+
+    def close() -> None:
+        if len(run) >= 2:
+            out.append(" ".join(m.group() for m in run))
+        run.clear()
+
+    for i, match in enumerate(_WORD.finditer(question)):
+        word = match.group()
+        if word[0].isupper() and _looks_like_name(word, first=i == 0):
+            if run and question[run[-1].end() : match.start()].strip():
+                close()  # punctuation between them: two names
+            run.append(match)
+        else:
+            close()
+    close()
+    return out
+
+
+def _flat(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def missing_phrases(question: str, retrieved: Sequence[str]) -> list[str]:
+    """Name phrases of ``question`` that occur in none of the ``retrieved`` chunks."""
+    phrases = name_phrases(question)
+    if not phrases or not retrieved:
+        return []
+    text = " " + " ".join(_flat(t) for t in retrieved) + " "
+    return [p for p in phrases if f" {_flat(p)} " not in text]
+
+
 def assess(
     question: str,
     texts: Sequence[str],
     statistics: tuple[int, Mapping[str, int]] | None,
+    retrieved: Sequence[str] = (),
 ) -> Relevance:
-    """:class:`Relevance` of ``texts`` for ``question`` (``statistics`` from the retriever)."""
+    """:class:`Relevance` of ``texts`` (the packed chunks) for ``question``.
+
+    ``statistics`` come from the retriever; ``retrieved`` are all the retrieved chunks, where
+    a multi-word name of the question (``AWS Lambda``) must occur as written, else it counts
+    as unknown: the documents mention its words but not the thing.
+    """
     if statistics is None:
         local = [set(terms(t)) for t in texts]
         counts = {t: sum(t in s for s in local) for t in set(terms(question))}
         return Relevance(coverage(question, texts, len(texts), counts))
     n_docs, df = statistics
     words = everyday_words()
+    unknown = unknown_names(question, df)
+    unknown += [p for p in missing_phrases(question, retrieved) if p not in unknown]
     return Relevance(
-        coverage(question, texts, n_docs, df, lambda w: w.lower() in words),
-        tuple(unknown_names(question, df)),
+        coverage(question, texts, n_docs, df, lambda w: w.lower() in words), tuple(unknown)
     )

@@ -224,3 +224,20 @@ def test_the_streamed_view_is_the_shown_reply_as_it_grows():
     # a whole (or structured) reply passes through
     raw = cit.ReplyView(0, [1])
     assert raw.update('{"answer": "x"') == '{"answer": "x"'
+
+
+def test_a_multi_word_name_the_retrieved_chunks_never_mention_is_unknown():
+    from llamachain.qa.relevance import missing_phrases, name_phrases
+
+    q = "How do you deploy a Flask application to AWS Lambda?"
+    assert name_phrases(q) == ["AWS Lambda"]
+    assert name_phrases("Do Flask, Jinja and Click work together?") == []  # a list, no name
+    assert missing_phrases(q, ["Deploy to AWS Elastic Beanstalk.", "A lambda filter."])
+    assert not missing_phrases(q, ["Run it on AWS  Lambda with an adapter."])
+    # the store knows every word, but no chunk names the thing: abstain
+    from llamachain.qa.evidence import terms
+
+    df = dict.fromkeys(terms(q), 3)
+    packed = ["Deploy a Flask application to AWS Elastic Beanstalk."]
+    rel = assess(q, packed, (60, df), [*packed, "A lambda filter."])
+    assert rel.unknown_names == ("AWS Lambda",) and rel.weak(0.0)
