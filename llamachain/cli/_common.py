@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -51,6 +52,16 @@ def json_option(f: F) -> F:
         is_eager=True,
         callback=_set_json,
         help="Print one JSON document on stdout instead of the human view.",
+    )(f)
+
+
+def progress_option(f: F) -> F:
+    """``--progress/--no-progress`` as a bool: by default, whether stderr is a terminal."""
+    return click.option(
+        "--progress/--no-progress",
+        default=None,
+        callback=lambda _ctx, _param, value: sys.stderr.isatty() if value is None else value,
+        help="Show a progress bar on stderr (default: when stderr is a terminal).",
     )(f)
 
 

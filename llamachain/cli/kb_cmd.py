@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
-from llamachain.cli._common import emit, json_option, settings, table, wants_json
+from llamachain.cli._common import emit, json_option, progress_option, settings, table, wants_json
 
 _KB = click.option(
     "--kb",
@@ -32,11 +31,7 @@ def _open(ctx: click.Context, name: str, *, create: bool) -> Any:
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files matching (repeatable).")
 @click.option("--chunk-tokens", type=click.IntRange(min=16), help="Chunk size in embedder tokens.")
 @click.option("--overlap", type=click.IntRange(min=0), help="Tokens shared by adjacent chunks.")
-@click.option(
-    "--progress/--no-progress",
-    default=None,
-    help="Show a progress bar on stderr (default: when stderr is a terminal).",
-)
+@progress_option
 @json_option
 @click.pass_context
 def ingest(
@@ -47,17 +42,16 @@ def ingest(
     exclude: tuple[str, ...],
     chunk_tokens: int | None,
     overlap: int | None,
-    progress: bool | None,
+    progress: bool,
 ) -> None:
     """Ingest PATHs: new and changed files are embedded, unchanged ones skipped, and files
     deleted from under the given directories removed.  Interrupting is safe: run it again."""
     kb = _open(ctx, kb_name, create=True)
-    show = sys.stderr.isatty() if progress is None else progress
     summary = kb.ingest(
         list(paths),
         include=include,
         exclude=exclude,
-        progress=show,
+        progress=progress,
         chunk_tokens=chunk_tokens,
         chunk_overlap=overlap,
     )

@@ -7,7 +7,14 @@ from typing import Any
 
 import click
 
-from llamachain.cli._common import dump_json, emit, json_option, settings, wants_json
+from llamachain.cli._common import (
+    dump_json,
+    emit,
+    json_option,
+    progress_option,
+    settings,
+    wants_json,
+)
 
 _KB = click.option(
     "--kb",
@@ -132,11 +139,7 @@ def ask(ctx: click.Context, question: str, kb_name: str, model: str | None, **op
 @click.argument("questions", type=click.Path(dir_okay=False), metavar="QA.jsonl")
 @qa_options
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N questions.")
-@click.option(
-    "--progress/--no-progress",
-    default=None,
-    help="Show a progress bar on stderr (default: when stderr is a terminal).",
-)
+@progress_option
 @json_option
 @click.pass_context
 def eval_cmd(
@@ -145,7 +148,7 @@ def eval_cmd(
     kb_name: str,
     model: str | None,
     limit: int | None,
-    progress: bool | None,
+    progress: bool,
     **options: Any,
 ) -> None:
     """Ask every question of QA.jsonl ({"id", "question", "answers", "source"} per line;
@@ -157,10 +160,9 @@ def eval_cmd(
     if limit:
         items = items[:limit]
     chain = make_chain(ctx, kb_name, model, **options)
-    show = sys.stderr.isatty() if progress is None else progress
     bar = None
     callback = None
-    if show:
+    if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(items), unit="q", desc="evaluating", file=sys.stderr)
