@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -112,7 +112,22 @@ def ensure_corpus(path: Path | None = None, *, log: Log = _stderr) -> Path:
 
     ``path`` given and not the default location: it must already exist (a corpus of your own).
     """
-    default = default_path()
+    return fetch_corpus(
+        NAME, VERSION, PINNED, "BSD-3-Clause (each project's docs/license page)", path, log
+    )
+
+
+def fetch_corpus(
+    name: str,
+    version: str,
+    pinned: Sequence[Sdist],
+    license: str,
+    path: Path | None,
+    log: Log,
+) -> Path:
+    """The corpus ``name-version`` of the ``pinned`` sdists' docs pages, fetched on first use
+    into the cache; ``path`` other than that location: an existing corpus of your own."""
+    default = cache_root() / f"{name}-{version}"
     root = Path(path).expanduser().resolve() if path else default
     if root != default.resolve() and root != default:
         if not root.is_dir():
@@ -121,39 +136,44 @@ def ensure_corpus(path: Path | None = None, *, log: Log = _stderr) -> Path:
         return root
     marker = root / MARKER
     if marker.is_file():
-        info = json.loads(marker.read_text())
-        log(f"corpus: {NAME}-{VERSION} found at {root} ({info['files']} files)")
+        info = json.loads(marker.read_text(encoding="utf-8"))
+        log(f"corpus: {name}-{version} found at {root} ({info['files']} files)")
         return root
-    log(f"corpus: {NAME}-{VERSION} not found at {root}; fetching the pinned sdists with pip")
-    _install(root, log)
+    log(f"corpus: {name}-{version} not found at {root}; fetching the pinned sdists with pip")
+    _install(root, name, version, pinned, license, log)
     return root
 
 
-def _install(root: Path, log: Log) -> None:
+def _install(
+    root: Path, name: str, version: str, pinned: Sequence[Sdist], license: str, log: Log
+) -> None:
+    """Download, verify and unpack into a scratch directory, then move it into place."""
     root.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root.parent, prefix=f".{NAME}-") as tmp:
+    with tempfile.TemporaryDirectory(dir=root.parent, prefix=f".{name}-") as tmp:
         downloads, staging = Path(tmp) / "sdists", Path(tmp) / "corpus"
         staging.mkdir()
         sources = []
-        for sd in PINNED:
+        for sd in pinned:
             archive = _download(sd, downloads, log)
             n = _unpack_docs(archive, staging / sd.project)
+            if n == 0:
+                raise SystemExit(f"{archive.name} holds no docs pages; refusing to build a corpus")
             log(f"corpus: {sd.requirement}: {n} pages from {archive.name}")
             sources.append({"project": sd.project, "sdist": archive.name, "sha256": sd.sha256})
         files = corpus_files(staging)
         info = {
-            "name": NAME,
-            "version": VERSION,
+            "name": name,
+            "version": version,
             "files": len(files),
             "chars": sum(len(p.read_text(encoding="utf-8")) for p in files),
             "sources": sources,
-            "license": "BSD-3-Clause (each project's docs/license page)",
+            "license": license,
         }
-        (staging / MARKER).write_text(json.dumps(info, indent=2) + "\n")
+        (staging / MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         if root.exists():  # a partial directory without the marker: replace it
             shutil.rmtree(root)
         staging.rename(root)
-    log(f"corpus: {NAME}-{VERSION} ready at {root} ({info['files']} files, {info['chars']} chars)")
+    log(f"corpus: {name}-{version} ready at {root} ({info['files']} files, {info['chars']} chars)")
 
 
 def _download(sd: Sdist, dest: Path, log: Log) -> Path:

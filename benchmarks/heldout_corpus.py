@@ -21,40 +21,18 @@ Pallets one, and ``--check-questions`` applies the same checks (see ``corpus.py`
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 try:  # run as a script: benchmarks/ is on sys.path
-    from corpus import (
-        Log,
-        Sdist,
-        _download,
-        _stderr,
-        _unpack_docs,
-        cache_root,
-        corpus_cli,
-        corpus_files,
-    )
+    from corpus import Log, Sdist, _stderr, cache_root, corpus_cli, fetch_corpus
 except ImportError:  # imported as benchmarks.heldout_corpus
-    from benchmarks.corpus import (
-        Log,
-        Sdist,
-        _download,
-        _stderr,
-        _unpack_docs,
-        cache_root,
-        corpus_cli,
-        corpus_files,
-    )
+    from benchmarks.corpus import Log, Sdist, _stderr, cache_root, corpus_cli, fetch_corpus
 
 NAME = "falcon-docs"
 VERSION = "1"  # bump when the pinned sdist or the unpacking rules change
 HERE = Path(__file__).resolve().parent
 QUESTIONS = HERE / "data" / f"{NAME}-questions.jsonl"
-MARKER = ".corpus.json"  # hidden, so corpus_files() and the loaders skip it
 LICENSE = "Apache-2.0 (the LICENSE file of the falcon sdist)"
 
 PINNED = Sdist(
@@ -71,54 +49,7 @@ def ensure_corpus(path: Path | None = None, *, log: Log = _stderr) -> Path:
 
     A ``path`` other than the default must name an existing directory (a corpus of your own).
     """
-    default = default_path()
-    if path is not None:
-        chosen = Path(path).expanduser().resolve()
-        if chosen not in (default, default.resolve()):
-            if not chosen.is_dir():
-                raise SystemExit(f"corpus directory {chosen} does not exist")
-            log(f"corpus: using {chosen} ({len(corpus_files(chosen))} files)")
-            return chosen
-    marker = default / MARKER
-    if marker.is_file():
-        files = json.loads(marker.read_text(encoding="utf-8"))["files"]
-        log(f"corpus: {NAME}-{VERSION} found at {default} ({files} files)")
-        return default
-    log(f"corpus: {NAME}-{VERSION} not at {default}; fetching {PINNED.requirement} with pip")
-    _build(default, log)
-    return default
-
-
-def _build(root: Path, log: Log) -> None:
-    """Download, verify and unpack into a scratch directory, then move it into place."""
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root.parent, prefix=f".{NAME}-") as scratch:
-        work = Path(scratch)
-        archive = _download(PINNED, work / "sdist", log)
-        staged = work / "corpus"
-        pages = _unpack_docs(archive, staged / PINNED.project)
-        if pages == 0:
-            raise SystemExit(f"{archive.name} holds no docs pages; refusing to build a corpus")
-        log(f"corpus: {PINNED.requirement}: {pages} pages from {archive.name}")
-        files = corpus_files(staged)
-        summary = {
-            "name": NAME,
-            "version": VERSION,
-            "files": len(files),
-            "chars": sum(len(f.read_text(encoding="utf-8")) for f in files),
-            "sources": [
-                {"project": PINNED.project, "sdist": archive.name, "sha256": PINNED.sha256}
-            ],
-            "license": LICENSE,
-        }
-        (staged / MARKER).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        if root.exists():  # left over from an interrupted run (no marker): start afresh
-            shutil.rmtree(root)
-        staged.rename(root)
-    log(
-        f"corpus: {NAME}-{VERSION} ready at {root} ({summary['files']} files, "
-        f"{summary['chars']} chars)"
-    )
+    return fetch_corpus(NAME, VERSION, [PINNED], LICENSE, path, log)
 
 
 def main(argv: list[str] | None = None) -> int:
