@@ -327,7 +327,7 @@ class Reply:
             kept.append(ln)
         self.parts = ["\n".join(kept).rstrip()]
 
-    def add(self, piece: Any, plan: Plan) -> str:
+    def add(self, piece: Any, plan: Plan) -> None:
         if isinstance(piece, dict):  # a structured reply, whole
             text = json.dumps(piece)
         elif isinstance(piece, str):
@@ -350,7 +350,6 @@ class Reply:
             self.first_at = time.perf_counter()
             plan.first_token_at = self.first_at
         self.parts.append(text)
-        return text
 
 
 def _stream_args(llm: Any, plan: Plan) -> tuple[Any, dict[str, Any]]:

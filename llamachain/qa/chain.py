@@ -161,6 +161,13 @@ class GroundedQA(RunnableSerializable[Any, QAResult]):
         """The streamed text: the reply as it will be shown (see :class:`ReplyView`)."""
         return ReplyView(self._stop_after, [c.n for c in plan.packed if c.n is not None])
 
+    def _take(
+        self, reply: _plan.Reply, view: ReplyView, piece: Any, plan: Plan
+    ) -> tuple[str, bool]:
+        """Add a piece of the model's reply: the text to stream now, and whether to stop."""
+        reply.add(piece, plan)
+        return view.update(reply.text), reply.enough(self._stop_after)
+
     def _run(self, inputs: Iterator[Any], config: RunnableConfig) -> Iterator[QAChunk]:
         started = time.perf_counter()
         question, options = _question_of(next(iter(inputs)))
@@ -177,11 +184,10 @@ class GroundedQA(RunnableSerializable[Any, QAResult]):
         pieces = _plan.generate(self.llm, plan, config)
         try:
             for piece in pieces:
-                reply.add(piece, plan)
-                text = view.update(reply.text)
+                text, stop = self._take(reply, view, piece, plan)
                 if text:
                     yield QAChunk(text)
-                if reply.enough(self._stop_after):
+                if stop:
                     break
         finally:
             close = getattr(pieces, "close", None)
@@ -216,11 +222,10 @@ class GroundedQA(RunnableSerializable[Any, QAResult]):
         apieces = _plan.agenerate(self.llm, plan, config)
         try:
             async for piece in apieces:
-                reply.add(piece, plan)
-                text = view.update(reply.text)
+                text, stop = self._take(reply, view, piece, plan)
                 if text:
                     yield QAChunk(text)
-                if reply.enough(self._stop_after):
+                if stop:
                     break
         finally:
             await apieces.aclose()
