@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from llamachain.cli._common import emit, human_size, json_option, settings, table
+from llamachain.cli._common import (
+    emit,
+    human_size,
+    json_option,
+    progress_option,
+    settings,
+    table,
+)
 
 # The type names are plain strings: importing them does not load llama.cpp.
-from llamachain.models.quantize import QUANT_TYPES
+from llamachain.models.quantize import ALIASES, QUANT_TYPES
 
 
 @click.group(
@@ -88,7 +96,7 @@ def info(ctx: click.Context, model: str) -> None:
     "qtype",
     required=True,
     metavar="TYPE",
-    help=f"Quantization type: {', '.join(QUANT_TYPES)}.",
+    help=f"Quantization type: {', '.join(QUANT_TYPES)} (aliases: {', '.join(ALIASES)}).",
 )
 @click.option(
     "--allow-requantize",
@@ -96,6 +104,7 @@ def info(ctx: click.Context, model: str) -> None:
     help="Allow quantizing a file that is already quantized (loses quality twice).",
 )
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: all cores).")
+@progress_option
 @json_option
 @click.pass_context
 def quantize_cmd(
@@ -105,24 +114,47 @@ def quantize_cmd(
     qtype: str,
     allow_requantize: bool,
     threads: int | None,
+    progress: bool,
 ) -> None:
     """Quantize the GGUF file IN to OUT with llama.cpp (for example --type q4_k_m)."""
     from llamachain.models.quantize import normalize_qtype, quantize
 
     normalize_qtype(qtype)  # an unknown type fails before the input is even read
-    result = quantize(
-        src,
-        dst,
-        qtype,
-        allow_requantize=allow_requantize,
-        n_threads=threads or settings(ctx).n_threads,
-    )
+    bar: Any = None
+
+    def show(started: int, total: int, name: str) -> None:
+        nonlocal bar
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="tensor", desc="quantizing", file=sys.stderr)
+        bar.set_postfix_str(name, refresh=False)
+        bar.update(started - bar.n)
+
+    try:
+        result = quantize(
+            src,
+            dst,
+            qtype,
+            allow_requantize=allow_requantize,
+            n_threads=threads or settings(ctx).n_threads,
+            progress=show if progress else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
 
     def human() -> None:
         ratio = result.dst_size / result.src_size if result.src_size else 0.0
         click.echo(
-            f"wrote {result.dst} ({result.qtype}, {human_size(result.dst_size)}, "
+            f"wrote {result.dst} ({result.src_type} -> {result.qtype}, "
+            f"{human_size(result.dst_size)}, {result.bits_per_weight:.2f} bits/weight, "
             f"{ratio:.0%} of {human_size(result.src_size)}) in {result.seconds:.1f} s"
         )
+        if result.fallback_tensors:
+            click.echo(
+                f"note: {result.fallback_tensors} of {result.tensors} tensors have rows that do "
+                f"not split into {result.qtype} blocks and were written in a fallback type"
+            )
 
     emit(ctx, result.to_dict(), human)

@@ -7,7 +7,7 @@ import os
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -151,11 +151,26 @@ def route_llama_logs(verbose: bool | None = None) -> None:
         llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
 
 
+class _LiveLines(list[str]):
+    """A capture list that also hands every new line to a callback as it arrives."""
+
+    def __init__(self, on_line: Callable[[str], None]) -> None:
+        super().__init__()
+        self._on_line = on_line
+
+    def append(self, line: str) -> None:
+        super().append(line)
+        try:
+            self._on_line(line)
+        except Exception:  # raised inside a C callback: it would be printed and lost
+            _logger.exception("llama.cpp log callback failed")
+
+
 @contextmanager
-def capture_llama_logs() -> Iterator[list[str]]:
-    """Collect llama.cpp's log lines written inside the block."""
+def capture_llama_logs(on_line: Callable[[str], None] | None = None) -> Iterator[list[str]]:
+    """Collect llama.cpp's log lines written inside the block (and pass each to ``on_line``)."""
     route_llama_logs()
-    lines: list[str] = []
+    lines: list[str] = [] if on_line is None else _LiveLines(on_line)
     _captures.append(lines)
     try:
         yield lines

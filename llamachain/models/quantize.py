@@ -11,10 +11,11 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,20 @@ QUANT_TYPES: dict[str, str] = {
     "q5_0": "LLAMA_FTYPE_MOSTLY_Q5_0",
     "q5_1": "LLAMA_FTYPE_MOSTLY_Q5_1",
     "q2_k": "LLAMA_FTYPE_MOSTLY_Q2_K",
+    "q2_k_s": "LLAMA_FTYPE_MOSTLY_Q2_K_S",
+    "q3_k_s": "LLAMA_FTYPE_MOSTLY_Q3_K_S",
     "q3_k_m": "LLAMA_FTYPE_MOSTLY_Q3_K_M",
+    "q3_k_l": "LLAMA_FTYPE_MOSTLY_Q3_K_L",
+    "q4_k_s": "LLAMA_FTYPE_MOSTLY_Q4_K_S",
     "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    "q5_k_s": "LLAMA_FTYPE_MOSTLY_Q5_K_S",
     "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
     "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K",
+    "iq4_nl": "LLAMA_FTYPE_MOSTLY_IQ4_NL",
+    "iq4_xs": "LLAMA_FTYPE_MOSTLY_IQ4_XS",
 }
+# llama.cpp's short names for the k-quant mixes it recommends.
+ALIASES: dict[str, str] = {"q3_k": "q3_k_m", "q4_k": "q4_k_m", "q5_k": "q5_k_m"}
 # File types (as read_model_info names them) that hold unquantized weights.
 UNQUANTIZED = frozenset({"F32", "F16", "BF16"})
 
@@ -59,16 +69,29 @@ class QuantizeResult:
     src_size: int
     dst_size: int
     seconds: float
+    src_type: str = ""
+    parameters: int = 0
+    # Tensors llama.cpp wrote in another type because their rows do not split into the
+    # requested type's blocks (k-quants need multiples of 256), out of ``tensors``.
+    fallback_tensors: int = 0
+    tensors: int = 0
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Output file bits per model parameter (metadata and tokenizer included)."""
+        return self.dst_size * 8 / self.parameters if self.parameters else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["src"], data["dst"] = str(self.src), str(self.dst)
+        data["bits_per_weight"] = round(self.bits_per_weight, 3)
         return data
 
 
 def normalize_qtype(qtype: str) -> str:
     """``"Q4_K_M"`` / ``"q4_k_m"`` -> ``"q4_k_m"``; unknown names raise :class:`ConfigError`."""
     key = str(qtype).strip().lower()
+    key = ALIASES.get(key, key)
     if key not in QUANT_TYPES:
         raise ConfigError(
             f"unknown quantization type {qtype!r}; choose one of: {', '.join(QUANT_TYPES)}"
@@ -76,12 +99,44 @@ def normalize_qtype(qtype: str) -> str:
     return key
 
 
+# llama.cpp logs "[  12/ 272]   blk.0.attn_q.weight - [...]" as it starts each tensor.
+_TENSOR_LINE = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]\s+(\S+)")
+
+_FALLBACK_LINE = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback")
+
+
+def _fallbacks(lines: list[str]) -> tuple[int, int]:
+    for line in reversed(lines):
+        m = _FALLBACK_LINE.search(line)
+        if m:
+            return int(m.group(1)), int(m.group(2))
+    return 0, 0
+
+
+# Called with (tensors started, total tensors, name of the tensor being written).
+QuantizeProgress = Callable[[int, int, str], None]
+
+
+def _progress_reader(progress: QuantizeProgress | None) -> Callable[[str], None] | None:
+    if progress is None:
+        return None
+
+    def on_line(line: str) -> None:
+        m = _TENSOR_LINE.match(line)
+        if m:
+            progress(int(m.group(1)), int(m.group(2)), m.group(3))
+
+    return on_line
+
+
 @contextlib.contextmanager
-def _llama_log_captured(lines: list[str]) -> Iterator[None]:
+def _llama_log_captured(
+    lines: list[str], on_line: Callable[[str], None] | None = None
+) -> Iterator[None]:
     """Collect llama.cpp's log into ``lines`` instead of the terminal."""
     from llamachain.engine._native import capture_llama_logs
 
-    with capture_llama_logs() as captured:
+    with capture_llama_logs(on_line) as captured:
         try:
             yield
         finally:
@@ -103,11 +158,13 @@ def quantize(
     *,
     allow_requantize: bool = False,
     n_threads: int | None = None,
+    progress: QuantizeProgress | None = None,
 ) -> QuantizeResult:
     """Write ``src`` quantized to ``qtype`` (e.g. ``"q4_k_m"``) to ``dst``.
 
     Quantizing an already quantized file loses quality twice; it is refused unless
-    ``allow_requantize`` is true.
+    ``allow_requantize`` is true.  ``progress(started, total, tensor_name)`` is called as
+    llama.cpp starts each tensor.
     """
     key = normalize_qtype(qtype)
     name = key.upper()
@@ -148,7 +205,7 @@ def quantize(
     lines: list[str] = []
     start = time.perf_counter()
     try:
-        with _quantize_lock, _llama_log_captured(lines):
+        with _quantize_lock, _llama_log_captured(lines, _progress_reader(progress)):
             rc = llama_cpp.llama_model_quantize(
                 str(src_path).encode(), str(tmp).encode(), ctypes.byref(params)
             )
@@ -163,6 +220,16 @@ def quantize(
         tmp.unlink(missing_ok=True)
         raise
     seconds = time.perf_counter() - start
+    fallback, tensors = _fallbacks(lines)
+    if fallback:
+        logger.warning(
+            "%d of %d tensors of %s are not a multiple of %s's block size and were written "
+            "in a fallback type",
+            fallback,
+            tensors,
+            src_path.name,
+            name,
+        )
     result = QuantizeResult(
         src=src_path,
         dst=dst_path,
@@ -170,6 +237,10 @@ def quantize(
         src_size=info.file_size,
         dst_size=dst_path.stat().st_size,
         seconds=seconds,
+        src_type=info.file_type.upper(),
+        parameters=info.parameters,
+        fallback_tensors=fallback,
+        tensors=tensors or sum(info.tensor_types.values()),
     )
     logger.info("quantized %s -> %s (%s) in %.1fs", src_path, dst_path, name, seconds)
     return result

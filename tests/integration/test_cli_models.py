@@ -114,6 +114,8 @@ def test_quantize_to_q8_0_makes_a_loadable_file(tmp_path):
     args = ["quantize", str(src), str(out), "--type", "Q8_0", "--allow-requantize", "--json"]
     result = json_out(llamachain(*args))
     assert result["qtype"] == "Q8_0" and result["dst"] == str(out)
+    assert result["src_type"] == "Q4_1" and result["fallback_tensors"] == 0
+    assert 8.0 < result["bits_per_weight"] < 9.0  # 8.5 bits per Q8_0 weight plus metadata
     assert result["dst_size"] == out.stat().st_size > result["src_size"]
     assert list(tmp_path.iterdir()) == [out]  # no temporary file left behind
     assert read_model_info(out).file_type == "Q8_0"
@@ -125,3 +127,36 @@ def test_quantize_to_q8_0_makes_a_loadable_file(tmp_path):
         )
     )  # fmt: skip
     assert gen["text"].strip() and gen["usage"]["completion_tokens"] > 0
+
+
+def test_quantize_progress_and_k_quant_fallbacks(tmp_path):
+    """Progress arrives once per tensor, in order; a 576-wide model cannot be all Q4_K."""
+    from llamachain.models import quantize
+
+    seen: list[tuple[int, int, str]] = []
+    out = tmp_path / "smol.q4_k_m.gguf"
+    result = quantize(
+        resolve_model_path(None),
+        out,
+        "q4_k",
+        allow_requantize=True,
+        progress=lambda *a: seen.append(a),
+    )
+    assert result.qtype == "Q4_K_M"  # the alias
+    total = seen[0][1]
+    assert total == result.tensors == 272
+    assert [s[0] for s in seen] == list(range(1, total + 1))
+    assert {s[2] for s in seen} >= {"token_embd.weight", "blk.29.ffn_down.weight"}
+    # SmolLM2's rows are 576 wide, not a multiple of Q4_K's 256-value blocks: llama.cpp writes
+    # those tensors in a fallback type, and says how many.
+    assert 0 < result.fallback_tensors < total
+    info = read_model_info(out)
+    assert info.file_type == "Q4_K_M" and "Q4_K" in info.tensor_types
+
+    proc = llamachain(
+        "quantize", str(resolve_model_path(None)), str(tmp_path / "b.gguf"), "--type", "q4_k_m",
+        "--allow-requantize", "--progress",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "quantizing" in proc.stderr and f"{total}/{total}" in proc.stderr
+    assert "fallback type" in proc.stdout and "bits/weight" in proc.stdout

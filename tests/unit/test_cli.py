@@ -169,6 +169,16 @@ def test_quantize_unknown_type_lists_the_valid_ones(tmp_path):
     assert all(name in line for name in QUANT_TYPES)
 
 
+def test_quantize_type_names_cover_the_k_quants_and_accept_aliases():
+    for k in ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k"):
+        assert k in QUANT_TYPES
+    assert normalize_qtype("Q4_K") == "q4_k_m" and normalize_qtype(" q5_k ") == "q5_k_m"
+    import llama_cpp
+
+    for constant in QUANT_TYPES.values():  # every name maps to a real llama.cpp file type
+        assert isinstance(getattr(llama_cpp, constant), int)
+
+
 def test_quantize_bad_input_and_output(tmp_path):
     text = tmp_path / "in.gguf"
     text.write_text("not a model")
