@@ -223,8 +223,8 @@ def quantize(
     fallback, tensors = _fallbacks(lines)
     if fallback:
         logger.warning(
-            "%d of %d tensors of %s are not a multiple of %s's block size and were written "
-            "in a fallback type",
+            "%d of %d tensors of %s have rows that do not split into %s blocks and were "
+            "written in a fallback type",
             fallback,
             tensors,
             src_path.name,
