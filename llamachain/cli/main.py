@@ -112,6 +112,7 @@ def cli(ctx: click.Context) -> None:
 
 def _register() -> None:
     from llamachain.cli.chat_cmd import chat
+    from llamachain.cli.convert_cmd import convert_cmd, export_hf_cmd
     from llamachain.cli.doctor_cmd import doctor
     from llamachain.cli.generate_cmd import generate
     from llamachain.cli.kb_cmd import ingest, kb, search
@@ -121,8 +122,10 @@ def _register() -> None:
     for command in (
         ask,
         chat,
+        convert_cmd,
         doctor,
         eval_cmd,
+        export_hf_cmd,
         generate,
         ingest,
         kb,
