@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from llamachain.cli._common import settings
+from llamachain.cli.lora_cmd import lora_option
 from llamachain.cli.qa_cmd import make_chain, print_result
 
 HELP = "commands: /reset (forget the conversation), /exit (or Ctrl-D)"
@@ -57,6 +58,7 @@ def _stream(pieces: Any) -> tuple[str, Any]:
 @click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--temperature", "-t", type=click.FloatRange(min=0), default=0.7, show_default=True)
 @click.option("--seed", type=int, help="Random seed.")
+@lora_option
 @click.pass_context
 def chat(
     ctx: click.Context,
@@ -67,11 +69,14 @@ def chat(
     max_tokens: int,
     temperature: float,
     seed: int | None,
+    lora: list[tuple[str, float]],
 ) -> None:
     """Talk to the model line by line; the conversation is remembered (the oldest turns are
     dropped when the context fills up).  With --kb every question is answered from the
     knowledge base, follow-up questions included, with sources."""
     if kb_name:
+        if lora:
+            raise click.UsageError("--lora applies to chat without --kb only")
         _kb_chat(ctx, kb_name, model)
         return
     from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
@@ -86,6 +91,7 @@ def chat(
         temperature=temperature,
         seed=seed,
         overflow="truncate",
+        lora=lora,
     )
     history: list[Any] = [SystemMessage(content=system)] if system else []
     click.echo(f"chatting with {llm.model_name}; {HELP}", err=True)

@@ -7,6 +7,7 @@ import sys
 import click
 
 from llamachain.cli._common import dump_json, json_option, settings, wants_json
+from llamachain.cli.lora_cmd import lora_option
 from llamachain.errors import ConfigError
 
 
@@ -36,6 +37,7 @@ from llamachain.errors import ConfigError
     help="Chat: the prompt is one user message in the model's chat template. "
     "Raw: the prompt is passed on as it is.",
 )
+@lora_option
 @json_option
 @click.pass_context
 def generate(
@@ -46,6 +48,7 @@ def generate(
     temperature: float,
     seed: int | None,
     chat: bool,
+    lora: list[tuple[str, float]],
 ) -> None:
     """Generate text from PROMPT ("-" reads the prompt from stdin)."""
     from llamachain.engine import Completion, LlamaEngine, SamplingParams
@@ -55,7 +58,7 @@ def generate(
     if not prompt.strip():
         raise ConfigError("the prompt is empty; pass some text, or - to read it from stdin")
     params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
-    with LlamaEngine(model, settings=settings(ctx)) as engine:
+    with LlamaEngine(model, lora=lora, settings=settings(ctx)) as engine:
         if chat:
             chunks = engine.chat_stream([{"role": "user", "content": prompt}], params)
         else:

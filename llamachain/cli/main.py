@@ -116,7 +116,9 @@ def _register() -> None:
     from llamachain.cli.doctor_cmd import doctor
     from llamachain.cli.generate_cmd import generate
     from llamachain.cli.kb_cmd import ingest, kb, search
+    from llamachain.cli.lora_cmd import lora
     from llamachain.cli.models_cmd import models, quantize_cmd
+    from llamachain.cli.perplexity_cmd import perplexity_cmd
     from llamachain.cli.qa_cmd import ask, eval_cmd
 
     for command in (
@@ -129,7 +131,9 @@ def _register() -> None:
         generate,
         ingest,
         kb,
+        lora,
         models,
+        perplexity_cmd,
         quantize_cmd,
         search,
     ):

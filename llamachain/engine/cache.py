@@ -71,15 +71,13 @@ def _load(params: LoadParams) -> LoadedModel:
     info = read_model_info(params.path)  # our checks first: llama.cpp never sees a bad file
     from llama_cpp import Llama  # lazy: heavy native import
 
+    from llamachain.engine._lora import apply_adapters, check_adapters
     from llamachain.engine._native import capture_llama_logs, route_llama_logs
 
     route_llama_logs(params.verbose)
 
     kwargs: dict[str, Any] = dict(params.extra)
-    if params.lora:
-        if len(params.lora) > 1:
-            raise ModelLoadError("this llama-cpp-python build applies one LoRA adapter at a time")
-        kwargs["lora_path"], kwargs["lora_scale"] = params.lora[0]
+    adapters = check_adapters(params.lora, info.path)  # LoRA files checked before loading too
     start = time.perf_counter()
     try:
         with capture_llama_logs() as log:
@@ -105,6 +103,11 @@ def _load(params: LoadParams) -> LoadedModel:
             f"{e}{detail}; run `llamachain doctor` to check the llama.cpp build, or try a "
             "smaller n_ctx"
         ) from e
+    try:
+        apply_adapters(llama, adapters)
+    except BaseException:
+        llama.close()
+        raise
     seconds = time.perf_counter() - start
     logger.info("loaded %s in %.2fs (n_ctx=%d)", params.path, seconds, params.n_ctx)
     return LoadedModel(params=params, info=info, llama=llama, load_seconds=seconds)
