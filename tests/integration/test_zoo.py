@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from llamachain import ChatLlama, LlamaEngine, LlamaLLM, SamplingParams
+from llamachain import ChatLlama, ContextOverflowError, LlamaEngine, LlamaLLM, SamplingParams
 from llamachain.engine import _encoder
 from llamachain.engine import engine as engine_module
 from llamachain.engine.templates import format_names, get_format
@@ -127,6 +127,13 @@ def test_t5_generates_through_the_encoder_module(zoo):
     engine.close()
 
 
+def test_t5_prompt_longer_than_the_encoder_batch_is_refused(zoo):
+    engine = LlamaEngine(str(zoo["t5"]), n_ctx=256, n_batch=8, n_threads=1)
+    with pytest.raises(ContextOverflowError, match="raise n_batch"):
+        _t5_generate(engine, "summarize: the quick brown fox jumps over the lazy dog")
+    engine.close()
+
+
 def test_t5_through_langchain_once_the_engine_calls_the_encoder(zoo, monkeypatch):
     # The one-line hook docs/architectures.md asks for: LlamaEngine.stream calling
     # _encoder.generate instead of _decode.generate.
@@ -198,11 +205,11 @@ def test_named_format_drives_generation_and_its_stops_work(
         model=str(model_without_template),
         chat_format=name,
         n_ctx=512,
-        n_threads=2,
+        n_threads=1,
         prefix_cache=False,
         temperature=0,
         seed=0,
-        max_tokens=32,
+        max_tokens=16,
         repeat_penalty=1.0,
     )
     reply = chat.invoke([(m["role"], m["content"]) for m in FEW_SHOT])
@@ -213,7 +220,7 @@ def test_named_format_drives_generation_and_its_stops_work(
     engine = chat.engine
     raw = engine.complete(
         engine.format_chat(FEW_SHOT),
-        SamplingParams(temperature=0, seed=0, max_tokens=32, repeat_penalty=1.0),
+        SamplingParams(temperature=0, seed=0, max_tokens=16, repeat_penalty=1.0),
     ).text
     hits = [raw.index(s) for s in get_format(name).stop if s in raw]
     formats_seen["ran"].append(name)
