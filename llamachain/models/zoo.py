@@ -165,7 +165,7 @@ def architectures() -> list[ZooArchitecture]:
 
 
 def _vocab(arch: str, n_merges: int) -> tok.Vocab:
-    if arch in ("llama",):
+    if arch == "llama":
         return tok.spm_vocab(
             n_merges, ("<unk>", "<s>", "</s>"), {"unk": "<unk>", "bos": "<s>", "eos": "</s>"}
         )
@@ -216,10 +216,11 @@ def write_tiny_model(
     """Write a tiny random-weight GGUF model of architecture ``arch`` to ``path``.
 
     ``arch`` is a name from :data:`ARCHITECTURES` (``llama``, ``gpt2``, ``bloom``, ``gptj``,
-    ``gemma``, ``gemma3``, ``t5``, ``rwkv6``).  Weights come from ``numpy``'s generator seeded
-    with ``seed``, so the same arguments give the same file.  ``dtype`` is the type of the
-    weight matrices (norms, biases and vectors stay F32).  The tokenizer is learned from a
-    built-in English text with ``n_merges`` merges.  Returns the path written.
+    ``gemma``, ``gemma3``, ``t5``, ``rwkv6``, ``rwkv7``); :func:`architectures` says which of
+    them llama.cpp runs.  Weights come from ``numpy``'s generator seeded with ``seed``, so the
+    same arguments give the same file.  ``dtype`` is the type of the weight matrices (norms,
+    biases and vectors stay F32).  The tokenizer is learned from a built-in English text with
+    ``n_merges`` merges.  Returns the path written.
     """
     import gguf
     import numpy as np
@@ -262,8 +263,11 @@ def write_tiny_model(
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
-    finally:
+    except BaseException:
         writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    writer.close()
     tmp.replace(out)
     logger.info(
         "wrote tiny %s model (%d tensors, vocab %d) to %s", arch, len(specs), vocab.size, out
