@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from llamachain.engine import _decode
+from llamachain.engine import _encoder
 from llamachain.engine._async import aiter_in_thread
 from llamachain.engine._decode import PREFILL_BLOCK
 from llamachain.engine._native import detokenize, physical_cores
@@ -334,7 +334,7 @@ class LlamaEngine:
             import json
 
             grammar = _compile_grammar("json_schema", json.dumps(params.json_schema))
-        return _decode.generate(
+        return _encoder.generate(
             self._loaded(),
             tokens,
             max_new,

@@ -49,12 +49,6 @@ _GPTJ_REASON = (
     "llama.cpp knows the name but has no loader for it: llama-cpp-python 0.3.36 refuses the "
     "file with \"unsupported model architecture: 'gptj'\" (we raise ModelLoadError)"
 )
-_T5_REASON = (
-    "encoder-decoder: the prompt must go through llama_encode before decoding starts from "
-    "the decoder start token; the engine's decode-only loop makes llama.cpp abort the "
-    'process (GGML_ASSERT "llama_encode must be called first"). '
-    "llamachain.engine._encoder.generate does it right, but the engine does not call it yet"
-)
 
 ARCHITECTURES: dict[str, ZooArchitecture] = {
     a.name: a
@@ -126,9 +120,8 @@ ARCHITECTURES: dict[str, ZooArchitecture] = {
             "t5",
             "T5, Flan-T5",
             "ugm",
-            None,
-            False,
-            reason=_T5_REASON,
+            "alpaca",
+            True,
             notes="enc.* and dec.* blocks, relative position bias (attn_rel_b) in the first "
             "layer of each, decoder cross-attention, gated-GELU FFN (Flan-T5), unigram "
             "tokenizer",
