@@ -226,14 +226,27 @@ def _sentencepiece_vocab(path: Path) -> GGUFVocab:
 
 
 def _add_dummy_prefix(path: Path) -> bool:
-    """Whether the sentencepiece model prepends a space (normalizer_spec.add_dummy_prefix)."""
+    """Whether the sentencepiece model prepends a space (normalizer_spec.add_dummy_prefix).
+
+    llama.cpp applies no other part of the normalizer, so a model that normalizes text
+    (NFKC, collapsing whitespace) is converted with a warning: such text tokenizes differently.
+    """
     try:
         from sentencepiece import sentencepiece_model_pb2
     except ImportError:  # pragma: no cover - protobuf missing: llama's default
         return True
     proto: Any = getattr(sentencepiece_model_pb2, "ModelProto")()  # noqa: B009 - generated
     proto.ParseFromString(path.read_bytes())
-    return bool(proto.normalizer_spec.add_dummy_prefix)
+    spec = proto.normalizer_spec
+    if spec.name not in ("identity", "") or spec.remove_extra_whitespaces:
+        logger.warning(
+            "%s normalizes text (%s%s), which llama.cpp does not do: text it changes will "
+            "tokenize differently in the GGUF file",
+            path,
+            spec.name,
+            ", removes extra whitespace" if spec.remove_extra_whitespaces else "",
+        )
+    return bool(spec.add_dummy_prefix)
 
 
 def _id_of(text: Any, tokens: list[str]) -> int | None:

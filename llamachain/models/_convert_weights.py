@@ -32,7 +32,7 @@ class TensorRef:
     file: Path
 
 
-def _index(directory: Path, index_name: str) -> list[Path] | None:
+def _index(directory: Path, index_name: str) -> tuple[list[Path], dict[str, str]] | None:
     index = directory / index_name
     if not index.is_file():
         return None
@@ -48,15 +48,16 @@ def _index(directory: Path, index_name: str) -> list[Path] | None:
             f"is missing {len(missing)} of the {len(files)} shards {index_name} lists "
             f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); download them",
         )
-    return [directory / f for f in files]
+    return [directory / f for f in files], {str(k): str(v) for k, v in weight_map.items()}
 
 
-def find_weight_files(directory: Path) -> list[Path]:
-    """The checkpoint's weight files, or a :class:`ModelFileError` saying what is missing."""
+def find_weight_files(directory: Path) -> tuple[list[Path], dict[str, str] | None]:
+    """The checkpoint's weight files and its shard index (tensor -> file name) if it has one,
+    or a :class:`ModelFileError` saying what is missing."""
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        files = _index(directory, index_name)
-        if files is not None:
-            return files
+        found = _index(directory, index_name)
+        if found is not None:
+            return found
     for pattern in ("*.safetensors", "pytorch_model*.bin", "consolidated.*.pth", "*.pth"):
         files = sorted(directory.glob(pattern))
         if files:
@@ -67,7 +68,7 @@ def find_weight_files(directory: Path) -> list[Path]:
                     "files; merge it into one checkpoint first (for example with transformers' "
                     "LLaMA conversion script)",
                 )
-            return files
+            return files, None
     raise ModelFileError(
         directory,
         "has no weights (model.safetensors, model-*.safetensors with an index, "
@@ -78,7 +79,7 @@ def find_weight_files(directory: Path) -> list[Path]:
 class CheckpointReader:
     """Random access to the tensors of a list of weight files, streaming one at a time."""
 
-    def __init__(self, files: list[Path]) -> None:
+    def __init__(self, files: list[Path], index: dict[str, str] | None = None) -> None:
         self.files = files
         self._open_path: Path | None = None
         self._open: Any = None
@@ -89,7 +90,23 @@ class CheckpointReader:
                     raise ModelFileError(
                         path, f"repeats tensor {name!r} already in {self.refs[name].file.name}"
                     )
+                if index is not None and index.get(name) != path.name:
+                    listed = f"lists it in {index[name]}" if name in index else "does not list it"
+                    raise ModelFileError(
+                        path,
+                        f"holds tensor {name!r} but the shard index {listed}; the shards and "
+                        "the index are from different downloads",
+                    )
                 self.refs[name] = TensorRef(name, shape, path)
+        if index is not None:
+            absent = sorted(set(index) - set(self.refs))
+            if absent:
+                raise ModelFileError(
+                    files[0].parent,
+                    f"the shard index lists {len(absent)} tensors no shard holds "
+                    f"({', '.join(absent[:3])}{', ...' if len(absent) > 3 else ''}); "
+                    "a shard is incomplete or from a different download",
+                )
 
     @staticmethod
     def _is_safetensors(path: Path) -> bool:

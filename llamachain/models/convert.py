@@ -31,7 +31,7 @@ from llamachain.errors import ConfigError, ModelFileError
 from llamachain.models import _hf_names as names
 from llamachain.models._convert_tokenizer import read_hf_vocab
 from llamachain.models._convert_weights import CheckpointReader, find_weight_files
-from llamachain.models.gguf_info import read_model_info
+from llamachain.models.gguf_info import check_header
 
 logger = logging.getLogger(__name__)
 
@@ -349,7 +349,7 @@ def convert(
     vocab = read_hf_vocab(
         directory, json.loads((directory / "config.json").read_text()), p.vocab_size
     )
-    reader = CheckpointReader(find_weight_files(directory))
+    reader = CheckpointReader(*find_weight_files(directory))
     plan = plan_tensors(reader, p, directory)
 
     import gguf
@@ -388,7 +388,7 @@ def convert(
                 progress(done, len(plan), item.gguf_name)
         writer.close()
         reader.close()
-        read_model_info(tmp)  # the file we wrote must pass our own checks
+        check_header(tmp)  # the file we wrote must pass our own header checks
         os.replace(tmp, dst_path)
     except BaseException:
         writer.close()

@@ -30,7 +30,7 @@ from llamachain.errors import ConfigError, ModelFileError
 from llamachain.models import _hf_names as names
 from llamachain.models._convert_tokenizer import read_gguf_vocab
 from llamachain.models._export_tokenizer import build_tokenizer_json, tokenizer_config
-from llamachain.models.gguf_info import read_model_info
+from llamachain.models.gguf_info import check_header
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def export_hf(
     """Write the llama GGUF file ``src`` as a Hugging Face checkpoint directory ``dst``."""
     if dtype not in EXPORT_DTYPES:
         raise ConfigError(f"unknown dtype {dtype!r}; choose one of: {', '.join(EXPORT_DTYPES)}")
-    info = read_model_info(src)
+    src_path = check_header(src).resolve()
     dst_path = Path(dst).expanduser().absolute()
     _check_dst(dst_path, overwrite)
 
@@ -184,7 +184,10 @@ def export_hf(
     from safetensors.numpy import save_file
 
     start = time.perf_counter()
-    reader = gguf.GGUFReader(str(info.path))
+    try:
+        reader = gguf.GGUFReader(str(src_path))
+    except (ValueError, IndexError, KeyError, OSError) as e:  # truncated or corrupt metadata
+        raise ModelFileError(src_path, f"is not a readable GGUF file ({e})") from e
     config = hf_config(reader)
     config["torch_dtype"] = dtype
     vocab = read_gguf_vocab(reader)
@@ -221,7 +224,10 @@ def export_hf(
             _write_json(tmp / "model.safetensors.index.json", index)
         _write_json(tmp / "config.json", config)
         (tmp / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
-        _write_json(tmp / "tokenizer_config.json", tokenizer_config(vocab, info.context_length))
+        _write_json(
+            tmp / "tokenizer_config.json",
+            tokenizer_config(vocab, config["max_position_embeddings"]),
+        )
         generation = {
             k: config[k]
             for k in ("bos_token_id", "eos_token_id", "pad_token_id")
@@ -235,9 +241,9 @@ def export_hf(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     seconds = time.perf_counter() - start
-    logger.info("exported %s -> %s (%s) in %.1fs", info.path, dst_path, dtype, seconds)
+    logger.info("exported %s -> %s (%s) in %.1fs", src_path, dst_path, dtype, seconds)
     return ExportResult(
-        src=Path(info.path),
+        src=src_path,
         dst=dst_path,
         dtype=dtype,
         tensors=len(plan),
