@@ -159,7 +159,9 @@ def _check_dst(dst: Path, overwrite: bool) -> None:
     if dst.is_file():
         raise ModelFileError(dst, "is a file; pass the path of a directory to create")
     if dst.is_dir() and any(dst.iterdir()) and not overwrite:
-        raise ModelFileError(dst, "exists and is not empty; pick a new directory or overwrite it")
+        raise ModelFileError(
+            dst, "exists and is not empty; pick a new directory or pass --overwrite"
+        )
     if not dst.parent.is_dir():
         raise ModelFileError(dst.parent, "no such directory; create it first")
 
