@@ -59,19 +59,23 @@ class _Adapters:
     """The native adapters applied to one ``Llama``; ``free`` detaches and frees them once."""
 
     def __init__(self, llama: Any) -> None:
-        self.llama = llama
-        self.pointers: list[Any] = []
-
-    def free(self) -> None:
         import llama_cpp
 
+        self._context = llama._ctx  # not the Llama itself: no reference cycle through its stack
+        self.pointers: list[Any] = []
+        # Held here: ``free`` may run from ``Llama.__del__`` at interpreter exit, when
+        # importing is no longer possible.
+        self._detach = llama_cpp.llama_set_adapters_lora
+        self._free = llama_cpp.llama_adapter_lora_free
+
+    def free(self) -> None:
         if not self.pointers:
             return
-        ctx = getattr(getattr(self.llama, "_ctx", None), "ctx", None)
+        ctx = getattr(self._context, "ctx", None)
         if ctx is not None:
-            llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
+            self._detach(ctx, None, 0, None)
         for pointer in self.pointers:
-            llama_cpp.llama_adapter_lora_free(pointer)
+            self._free(pointer)
         self.pointers = []
 
 

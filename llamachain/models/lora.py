@@ -280,12 +280,13 @@ def read_base_shapes(path: str | os.PathLike[str]) -> BaseModelShapes:
     arch = info.architecture
     heads = _field(reader, f"{arch}.attention.head_count")
     heads_kv = _field(reader, f"{arch}.attention.head_count_kv")
+    head_count = int(heads) if isinstance(heads, int) else None  # None: absent or per layer
     result = BaseModelShapes(
         path=info.path,
         architecture=arch,
         block_count=int(info.block_count or 0),
-        head_count=int(heads) if isinstance(heads, int) else None,
-        head_count_kv=int(heads_kv) if isinstance(heads_kv, int) else heads,
+        head_count=head_count,
+        head_count_kv=int(heads_kv) if isinstance(heads_kv, int) else head_count,
         shapes={t.name: tuple(int(x) for x in reversed(t.shape)) for t in reader.tensors},
     )
     _shapes_cache[key] = result
@@ -310,7 +311,9 @@ def check_lora_fits(lora: LoraInfo, base: BaseModelShapes) -> None:
                 "was made for another model",
             )
         want = (b_shape[0], a_shape[1])
-        if tuple(shape) != want:
+        # llama.cpp keeps the token embedding's pair the other way round (it looks rows up)
+        flipped = weight.endswith("token_embd.weight") and tuple(shape) == want[::-1]
+        if tuple(shape) != want and not flipped:
             raise ModelFileError(
                 lora.path,
                 f"adapts {weight} as a {want[0]}x{want[1]} matrix, but in the model "
@@ -391,7 +394,7 @@ def convert_peft_lora(
 
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     total = len(modules)
-    for done, (module, pair) in enumerate(sorted(modules.items()), start=1):
+    for module, pair in sorted(modules.items()):
         if set(pair) != {"A", "B"}:
             have = "".join(sorted(pair)) or "neither"
             raise ConfigError(f"{src_path}: {module} needs lora_A and lora_B, has {have} only")
@@ -408,20 +411,22 @@ def convert_peft_lora(
         factor = wanted * rank / file_alpha
         if abs(factor - 1.0) > 1e-9:
             b = b * np.float32(factor)
-        out[gguf_name] = (a, _peft.reorder_rows(gguf_name, b, shapes))
-        if progress is not None:
-            progress(done, total)
+        out[gguf_name] = (a, b)
 
     dst_path = Path(dst).expanduser().absolute()
-    tmp_info = LoraInfo(
-        path=str(dst_path),
+    planned = LoraInfo(
+        path=str(src_path),
         file_size=0,
         architecture=shapes.architecture,
         alpha=file_alpha,
         tensors={k: (a.shape, b.shape) for k, (a, b) in out.items()},
         tensor_types={},
     )
-    check_lora_fits(tmp_info, shapes)  # before writing anything
+    check_lora_fits(planned, shapes)  # before reordering rows or writing anything
+    for done, (gguf_name, (a, b)) in enumerate(out.items(), start=1):
+        out[gguf_name] = (a, _peft.reorder_rows(gguf_name, b, shapes))
+        if progress is not None:
+            progress(done, total)
     write_gguf_lora(
         dst_path,
         out,

@@ -274,7 +274,7 @@ def test_lora_convert_on_the_command_line(f32_base, peft_dir, work):
 
 def test_chat_and_llm_generate_with_adapters(adapters):
     base_model = str(resolve_model_path(None))  # the shipped Q4_1: same shapes as the F32 copy
-    kwargs = dict(model_path=base_model, temperature=0, max_tokens=12, n_ctx=256, n_threads=2)
+    kwargs = dict(model_path=base_model, temperature=0, max_tokens=8, n_ctx=256, n_threads=2)
     plain = ChatLlama(**kwargs).invoke("Name a colour.").content
     zero = ChatLlama(**kwargs, lora=[(adapters["zero"][0], 1.0)]).invoke("Name a colour.").content
     assert plain and zero == plain  # a zero adapter: the same greedy text
@@ -353,11 +353,14 @@ def test_a_non_finite_scale_is_refused(adapters):
         llm.invoke("hi")
 
 
-def test_generate_takes_lora_on_the_command_line(adapters):
+def test_generate_takes_lora_on_the_command_line(adapters, monkeypatch):
+    monkeypatch.setenv("LLAMACHAIN_N_CTX", "256")
+    monkeypatch.setenv("LLAMACHAIN_N_THREADS", "2")
     args = ["generate", "Name a colour.", "-t", "0", "--max-tokens", "6", "--json"]
-    plain = CliRunner().invoke(cli, args)
-    zero = CliRunner().invoke(cli, [*args, "--lora", f"{adapters['zero'][0]}:1.0"])
+    runner = CliRunner()
+    plain = runner.invoke(cli, args)
+    zero = runner.invoke(cli, [*args, "--lora", f"{adapters['zero'][0]}:1.0"])
     assert plain.exit_code == 0 and zero.exit_code == 0, zero.output
     assert json.loads(zero.output)["text"] == json.loads(plain.output)["text"]
-    bad = CliRunner().invoke(cli, [*args, "--lora", str(resolve_model_path(None))])
+    bad = runner.invoke(cli, [*args, "--lora", str(resolve_model_path(None))])
     assert bad.exit_code == 1 and "not a LoRA adapter" in bad.output

@@ -223,6 +223,12 @@ def test_check_lora_fits():
         check_lora_fits(lora(name="blk.3.attn_k.weight"), base)
     with pytest.raises(ModelFileError, match=r"as a 4x16 matrix.*it is 4x8"):
         check_lora_fits(lora(a=(2, 16)), base)
+    # llama.cpp's token-embedding pairs come either way round
+    embd = BaseModelShapes("m.gguf", "llama", 1, 2, 1, {"token_embd.weight": (16, 8)})
+    check_lora_fits(lora(name="token_embd.weight", a=(2, 16), b=(8, 2)), embd)
+    check_lora_fits(lora(name="token_embd.weight", a=(2, 8), b=(16, 2)), embd)
+    with pytest.raises(ModelFileError, match="token_embd"):
+        check_lora_fits(lora(name="token_embd.weight", a=(2, 9), b=(16, 2)), embd)
 
 
 # -- PEFT -> GGUF --------------------------------------------------------------------------
