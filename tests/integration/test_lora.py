@@ -364,3 +364,16 @@ def test_generate_takes_lora_on_the_command_line(adapters, monkeypatch):
     assert json.loads(zero.output)["text"] == json.loads(plain.output)["text"]
     bad = runner.invoke(cli, [*args, "--lora", str(resolve_model_path(None))])
     assert bad.exit_code == 1 and "not a LoRA adapter" in bad.output
+
+
+def test_chat_takes_lora_on_the_command_line(adapters, monkeypatch):
+    monkeypatch.setenv("LLAMACHAIN_N_CTX", "256")
+    monkeypatch.setenv("LLAMACHAIN_N_THREADS", "2")
+    runner = CliRunner()
+    args = ["chat", "-t", "0", "--max-tokens", "6"]
+    plain = runner.invoke(cli, args, input="Name a colour.\n")
+    zero = runner.invoke(cli, [*args, "--lora", adapters["zero"][0]], input="Name a colour.\n")
+    assert plain.exit_code == 0 and zero.exit_code == 0, zero.output
+    assert zero.stdout == plain.stdout and zero.stdout.strip()
+    with_kb = runner.invoke(cli, [*args, "--kb", "docs", "--lora", adapters["zero"][0]])
+    assert with_kb.exit_code == 2 and "--lora applies to chat without --kb" in with_kb.output
