@@ -118,6 +118,7 @@ def _register() -> None:
     from llamachain.cli.kb_cmd import ingest, kb, search
     from llamachain.cli.lora_cmd import lora
     from llamachain.cli.models_cmd import models, quantize_cmd
+    from llamachain.cli.perplexity_cmd import perplexity_cmd
     from llamachain.cli.qa_cmd import ask, eval_cmd
 
     for command in (
@@ -132,6 +133,7 @@ def _register() -> None:
         kb,
         lora,
         models,
+        perplexity_cmd,
         quantize_cmd,
         search,
     ):
