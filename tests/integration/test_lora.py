@@ -292,7 +292,7 @@ def test_engines_with_different_adapters_get_their_own_model(adapters, f32_base)
         f32_base, n_ctx=64, n_threads=1, lora=[(adapters["one"][0], 1)], cache=cache
     )
     try:
-        plain._loaded(), adapted._loaded()
+        plain.load(), adapted.load()
         assert len(cache) == 2
         assert {tuple(m["lora"]) for m in cache.list()} == {(), ((adapters["one"][0], 1.0),)}
     finally:
