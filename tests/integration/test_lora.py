@@ -377,3 +377,52 @@ def test_chat_takes_lora_on_the_command_line(adapters, monkeypatch):
     assert zero.stdout == plain.stdout and zero.stdout.strip()
     with_kb = runner.invoke(cli, [*args, "--kb", "docs", "--lora", adapters["zero"][0]])
     assert with_kb.exit_code == 2 and "--lora applies to chat without --kb" in with_kb.output
+
+
+def test_a_converted_bloom_adapter_matches_the_merged_model(work):
+    """BLOOM's fused query_key_value: Hugging Face keeps its rows as (head, q/k/v, dim)
+    (BloomAttention views the projection so), llama.cpp as (q/k/v, head, dim)."""
+    from safetensors.numpy import save_file
+
+    from llamachain.models.lora import read_base_shapes
+    from llamachain.models.zoo import write_tiny_model
+
+    base = str(write_tiny_model("bloom", work / "tiny-bloom.gguf", seed=3))
+    shapes = read_base_shapes(base)
+    heads, dim = shapes.head_count, shapes.shapes["blk.0.attn_qkv.weight"][1]
+    per = dim // heads
+    n_ff = shapes.shapes["blk.1.ffn_down.weight"][1]
+    rng = np.random.default_rng(11)
+    r, alpha = 2, 4
+    weights, deltas = {}, {}
+    for module, gguf_name, out, inp in (
+        ("transformer.h.0.self_attention.query_key_value", "blk.0.attn_qkv.weight", 3 * dim, dim),
+        ("transformer.h.1.mlp.dense_4h_to_h", "blk.1.ffn_down.weight", dim, n_ff),
+    ):
+        a, b = _random_pair(rng, out, inp, r, 0.5)
+        weights[f"base_model.model.{module}.lora_A.weight"] = a
+        weights[f"base_model.model.{module}.lora_B.weight"] = b
+        deltas[gguf_name] = (alpha / r) * (b.astype(np.float64) @ a.astype(np.float64))
+    src = work / "peft-bloom"
+    src.mkdir()
+    save_file(weights, str(src / "adapter_model.safetensors"))
+    config = {"peft_type": "LORA", "r": r, "lora_alpha": alpha, "bias": "none"}
+    (src / "adapter_config.json").write_text(json.dumps(config))
+    converted = convert_peft_lora(src, work / "bloom-lora.gguf", base=base)
+
+    hf_qkv = deltas["blk.0.attn_qkv.weight"]
+    llama_cpp_qkv = np.empty_like(hf_qkv)
+    for h in range(heads):
+        for j in range(3):  # q, k, v
+            rows = slice(j * dim + h * per, j * dim + (h + 1) * per)
+            llama_cpp_qkv[rows] = hf_qkv[h * 3 * per + j * per : h * 3 * per + (j + 1) * per]
+    merged = MergedModel(base, work / "tiny-bloom-merged.gguf")
+    with merged.merged({**deltas, "blk.0.attn_qkv.weight": llama_cpp_qkv}) as path:
+        expected = _logits(path)
+    with merged.merged(deltas) as path:  # the Hugging Face row order left as it was
+        unreordered = _logits(path)
+    base_logits = _logits(base)
+    with_adapter = _logits(base, ((str(converted.dst), 1.0),))
+    assert _diff(with_adapter, base_logits) > 100 * TOL
+    assert _diff(with_adapter, expected) <= TOL
+    assert _diff(with_adapter, unreordered) > 100 * TOL
