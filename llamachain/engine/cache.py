@@ -98,10 +98,16 @@ def _load(params: LoadParams) -> LoadedModel:
         # the first error names the cause ("unknown model architecture: ..."), later ones
         # only say that loading failed
         detail = f" (llama.cpp: {errors[0].split(': ', 1)[-1]})" if errors else ""
+        if any("model architecture" in line for line in errors):
+            advice = (
+                "the llama.cpp in this llama-cpp-python has no loader for that architecture "
+                "(llamachain.models.zoo.architectures() lists the families checked to run)"
+            )
+        else:
+            advice = "run `llamachain doctor` to check the llama.cpp build, or try a smaller n_ctx"
         raise ModelLoadError(
             f"llama.cpp could not load {params.path} ({info.architecture}, {info.file_type}): "
-            f"{e}{detail}; run `llamachain doctor` to check the llama.cpp build, or try a "
-            "smaller n_ctx"
+            f"{e}{detail}; {advice}"
         ) from e
     try:
         apply_adapters(llama, adapters)

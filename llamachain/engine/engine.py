@@ -110,7 +110,10 @@ class LlamaEngine:
                 raise ConfigError(f"{name} must be an integer >= 0 (0: off), got {value!r}")
         self.prefix_snapshots = prefix_snapshots
         self.prefix_snapshot_bytes = prefix_snapshot_bytes
-        self.lora = tuple((str(p), float(sc)) for p, sc in lora)
+        from llamachain.engine._lora import check_scale
+
+        # absolute paths: the same adapter named two ways is one cached model, not two
+        self.lora = tuple((str(Path(p).expanduser().absolute()), check_scale(sc)) for p, sc in lora)
         # llama.cpp's flash-attention kernel gives the same logits for a token whatever batch
         # it is evaluated in; the default kernel does not (differences up to ~1 logit), which
         # would make prompt-lookup decoding change greedy answers.  On by default for
