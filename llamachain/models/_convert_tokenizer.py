@@ -131,13 +131,12 @@ def _pre_name(pre: Any, path: Path) -> str:
     described = " + ".join(kinds)
     raise ModelFileError(
         path,
-        f"has a pre-tokenizer ({described}) llama.cpp's converter support here does not "
-        f"cover; supported: {'; '.join(f'{v} ({k})' for k, v in SUPPORTED_PRE.items())}",
+        f"has a pre-tokenizer ({described}) that does not match one of llama.cpp's; "
+        f"supported: {'; '.join(f'{v} ({k})' for k, v in SUPPORTED_PRE.items())}",
     )
 
 
-def _bpe_vocab(path: Path) -> GGUFVocab:
-    data = _read_json(path)
+def _bpe_vocab(path: Path, data: dict[str, Any]) -> GGUFVocab:
     model = data.get("model") or {}
     mtype = model.get("type")
     if mtype != "BPE" or model.get("byte_fallback"):
@@ -309,7 +308,7 @@ def read_hf_vocab(directory: Path, config: dict[str, Any], vocab_size: int) -> G
         if spm.is_file() and (model.get("type") != "BPE" or model.get("byte_fallback")):
             vocab = _sentencepiece_vocab(spm)
         else:
-            vocab = _bpe_vocab(tok_json)
+            vocab = _bpe_vocab(tok_json, raw)
             post = raw.get("post_processor")
     elif spm.is_file():
         vocab = _sentencepiece_vocab(spm)

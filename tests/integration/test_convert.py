@@ -17,7 +17,7 @@ import gguf
 import numpy as np
 import pytest
 
-from llamachain.models import quantized_variant, resolve_model_path
+from llamachain.models import quantized_variant, read_model_info, resolve_model_path
 from llamachain.models.convert import convert
 from llamachain.models.export_hf import export_hf
 
@@ -242,6 +242,13 @@ def test_f16_and_q8_0_match_llama_cpp_quantize(
     """Our f16 / q8_0 files hold the very bytes llama.cpp's own quantizer writes."""
     out = converted[outtype]
     assert_same_tensors(out, quantized_variant(outtype, variants_home))
+    info = read_model_info(out)  # our own checks, as every llamachain loader runs them
+    assert (info.architecture, info.file_type, info.parameters) == (
+        "llama",
+        outtype.upper(),
+        134515008,
+    )
+    assert info.has_chat_template and info.context_length == 8192
     f32_size = source_f32.stat().st_size
     ratio = out.stat().st_size / f32_size
     assert ratio == pytest.approx({"f16": 0.50, "q8_0": 34 / 32 / 4}[outtype], abs=0.01)
