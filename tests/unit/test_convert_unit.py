@@ -574,7 +574,23 @@ def test_export_refuses_a_non_empty_directory_and_leaves_no_partial(ckpt, tmp_pa
         export_hf(tmp_path / "t.gguf", tmp_path / "busy")
     with pytest.raises(ConfigError, match="float32, float16"):
         export_hf(tmp_path / "t.gguf", tmp_path / "new", dtype="int4")
+    with pytest.raises(ModelFileError, match="is a file"):
+        export_hf(tmp_path / "t.gguf", tmp_path / "t.gguf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "t.gguf", "tiny-llama"]
+
+
+def test_export_refuses_other_architectures(tmp_path):
+    path = tmp_path / "gpt2.gguf"
+    writer = gguf.GGUFWriter(str(path), "gpt2")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((16, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ModelFileError, match="architecture 'gpt2'; only 'llama'"):
+        export_hf(path, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
 
 
 # -- the command line ---------------------------------------------------------------------------
