@@ -61,8 +61,8 @@ class Config:
     n_prompt: int = 512
     n_gen: int = 128
     ppl_ctx: int = 512
-    ppl_stride: int | None = None  # None: perplexity()'s default, n_ctx // 2
-    ppl_chars: int = 100_000
+    ppl_stride: int | None = None  # None: ppl_ctx - 1 (windows overlap by one context token)
+    ppl_chars: int = 90_000
     precisions: tuple[str, ...] = PRECISIONS
     skip_llama_bench: bool = False
     skip_speed: bool = False
@@ -257,7 +257,7 @@ def run(cfg: Config, home: Path, log: Log) -> dict[str, Any]:
                 path,
                 text,
                 n_ctx=cfg.ppl_ctx,
-                stride=cfg.ppl_stride,
+                stride=cfg.ppl_stride or cfg.ppl_ctx - 1,
                 n_threads=cfg.threads,
                 progress=progress,
             )
@@ -415,8 +415,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--precisions", default=",".join(PRECISIONS))
     ap.add_argument("--ppl-ctx", type=int, default=512)
-    ap.add_argument("--ppl-stride", type=int, default=None, help="default: half of --ppl-ctx")
-    ap.add_argument("--ppl-chars", type=int, default=100_000, help="size of the text")
+    ap.add_argument(
+        "--ppl-stride",
+        type=int,
+        default=None,
+        help="default: --ppl-ctx - 1 (each token scored once, half the work of ctx/2)",
+    )
+    ap.add_argument("--ppl-chars", type=int, default=90_000, help="size of the text")
     ap.add_argument(
         "--logits-all-windows",
         type=int,
