@@ -32,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _llama_bench  # benchmarks/ is not a package: imported from sys.path
 from corpus import ensure_corpus
 
+from llamachain.engine._decode import PREFILL_BLOCK
+
 PRECISIONS = ("f16", "q8_0", "q4_k_m", "q4_1", "q4_0")
 # Prose-heavy pages of the Flask docs (reStructuredText), in this order, until the text has
 # at least --ppl-chars characters.
@@ -68,6 +70,7 @@ class Config:
     skip_speed: bool = False
     skip_ppl: bool = False
     logits_all_windows: int = 8  # 0: skip the logits_all comparison
+    prefill_block: int | None = None  # the engine's prompt block; None: its default (64)
 
 
 def ppl_text(root: Path, min_chars: int) -> tuple[str, list[str]]:
@@ -92,7 +95,13 @@ def engine_speed(path: Path, cfg: Config, prompt: list[int], short: list[int]) -
 
     n_ctx = cfg.n_prompt + cfg.n_gen + 64
     greedy = dict(temperature=0.0, repeat_penalty=1.0, seed=0)
-    with LlamaEngine(path, n_ctx=n_ctx, n_threads=cfg.threads, prefix_cache=False) as engine:
+    with LlamaEngine(
+        path,
+        n_ctx=n_ctx,
+        n_threads=cfg.threads,
+        prefix_cache=False,
+        prefill_block=cfg.prefill_block,
+    ) as engine:
         engine.load()
         pp: list[float] = []
         tg: list[float] = []
@@ -348,7 +357,8 @@ def table(doc: dict[str, Any]) -> str:
         f"{cfg['ppl_ctx']}, stride {stride}",
         f"speed: pp{cfg['n_prompt']} = one {cfg['n_prompt']}-token prompt, tg{cfg['n_gen']} = "
         f"{cfg['n_gen']} tokens one by one; median of {cfg['reps']} (llama-bench: its mean); "
-        f"1-min load {load['start'][0]:.2f} -> {load['end'][0]:.2f}",
+        f"1-min load {load['start'][0]:.2f} -> {load['end'][0]:.2f}; engine prefill block "
+        f"{cfg.get('prefill_block') or PREFILL_BLOCK} tokens",
         "",
     ]
     header = ["precision", "size MiB", "ppl", "+-", "delta f16"]
@@ -432,6 +442,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-llama-bench", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-ppl", action="store_true")
+    ap.add_argument(
+        "--prefill-block",
+        type=int,
+        default=None,
+        help=f"the engine's prompt evaluation block (default: {PREFILL_BLOCK})",
+    )
     ap.add_argument("--json", action="store_true", help="print a JSON document instead")
     args = ap.parse_args(argv)
     cfg = Config(
@@ -445,6 +461,7 @@ def main(argv: list[str] | None = None) -> None:
         skip_speed=args.skip_speed,
         skip_ppl=args.skip_ppl,
         logits_all_windows=args.logits_all_windows,
+        prefill_block=args.prefill_block,
     )
     home = args.home or Settings().home
     started = time.perf_counter()

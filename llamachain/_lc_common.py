@@ -59,6 +59,11 @@ class LlamaParams(BaseModel):
         default=None,
         description="Reuse the KV cache of a shared prompt prefix; None: the settings' value.",
     )
+    prefill_block: int | None = Field(
+        default=None,
+        description="Prompt evaluation block (tokens): larger prefills faster, reuses shared "
+        "prefixes more coarsely; None: the settings' value (64).",
+    )
 
     max_tokens: int | None = Field(default=512, description="None: until the context is full.")
     temperature: float = 0.8
@@ -106,6 +111,7 @@ class LlamaParams(BaseModel):
                     verbose=self.llama_verbose,
                     lora=self.lora,
                     prefix_cache=self.prefix_cache,
+                    prefill_block=self.prefill_block,
                     settings=self.settings_,
                 )
             return self.engine_

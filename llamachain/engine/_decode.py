@@ -26,10 +26,12 @@ from llamachain.engine.generation import (
     Usage,
 )
 from llamachain.errors import GenerationError
+from llamachain.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-PREFILL_BLOCK = 64
+# The default block (Settings.prefill_block); an engine may use another.
+PREFILL_BLOCK: int = Settings.model_fields["prefill_block"].default
 
 
 def generate(
@@ -156,6 +158,10 @@ def prefill(m: LoadedModel, tokens: list[int], *, prefix_cache: bool, block: int
     tokens reused.
     """
     llama = m.llama
+    if m.block != block:  # engines with another block size share this model: start afresh
+        m.snapshots.clear()
+        m.aligned = 0
+        m.block = block
     boundary = (len(tokens) - 1) // block * block
     reuse = 0
     recurrent = getattr(llama, "_is_recurrent", False) or getattr(llama, "_is_hybrid", False)

@@ -54,6 +54,8 @@ class LoadedModel:
     # How many leading tokens of llama's current state were evaluated in aligned prompt blocks
     # (see LlamaEngine._prefill); only those may be reused by the prefix cache.
     aligned: int = 0
+    # ...and in blocks of how many tokens: states evaluated in other blocks are not reused.
+    block: int = 0
     snapshots: PrefixSnapshots = field(default_factory=PrefixSnapshots)
 
     def close(self) -> None:

@@ -18,7 +18,6 @@ from typing import Any, Literal
 
 from llamachain.engine import _encoder
 from llamachain.engine._async import aiter_in_thread
-from llamachain.engine._decode import PREFILL_BLOCK
 from llamachain.engine._native import detokenize, physical_cores
 from llamachain.engine.cache import LoadedModel, LoadParams, ModelCache, model_cache
 from llamachain.engine.generation import (
@@ -76,6 +75,7 @@ class LlamaEngine:
         lora: Sequence[tuple[str, float]] = (),
         flash_attn: bool | None = None,
         prefix_cache: bool | None = None,
+        prefill_block: int | None = None,
         prefix_snapshots: int | None = None,
         prefix_snapshot_bytes: int | None = None,
         settings: Settings | None = None,
@@ -99,6 +99,13 @@ class LlamaEngine:
         # logits are not bit-identical across batch splits, so a greedy answer can depend on
         # what was asked before.  prefix_cache=False trades that speed for exact repeatability.
         self.prefix_cache = s.prefix_cache if prefix_cache is None else prefix_cache
+        # Prompts are evaluated in blocks of this size at fixed positions (see _decode.prefill):
+        # smaller blocks reuse more of a shared prefix, larger ones prefill faster.
+        self.prefill_block = s.prefill_block if prefill_block is None else prefill_block
+        if isinstance(self.prefill_block, bool) or not (
+            isinstance(self.prefill_block, int) and self.prefill_block >= 1
+        ):
+            raise ConfigError(f"prefill_block must be an integer >= 1, got {prefill_block!r}")
         # Saved KV states of shared prompt prefixes, kept by the loaded model (so shared by
         # every engine on it): at most this many snapshots / bytes.  None keeps the model's
         # bounds (8 / 256 MiB unless another engine set them); 0 snapshots turns them off.
@@ -346,7 +353,7 @@ class LlamaEngine:
             cancel,
             timeout,
             prefix_cache=self.prefix_cache,
-            block=min(PREFILL_BLOCK, self.n_batch),
+            block=min(self.prefill_block, self.n_batch),
         )
 
     def complete(
