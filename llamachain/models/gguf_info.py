@@ -91,16 +91,6 @@ def check_header(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def _field(reader: Any, key: str) -> Any:
-    f = reader.fields.get(key)
-    if f is None:
-        return None
-    try:
-        return f.contents()
-    except Exception:  # pragma: no cover - malformed value; treat as absent
-        return None
-
-
 _cache: dict[tuple[str, int, int], ModelInfo] = {}
 _cache_lock = threading.Lock()
 
@@ -123,53 +113,67 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
 def _parse(p: Path, size: int) -> ModelInfo:
     import gguf  # lazy: numpy-heavy
 
+    from llamachain.models._gguf_scan import ArrayInfo, ScanError, scan
+
     try:
-        reader = gguf.GGUFReader(p)
-    except Exception as e:
+        header = scan(p)
+    except (ScanError, OSError, ValueError) as e:
         raise ModelFileError(p, f"is truncated or corrupt: cannot parse GGUF metadata ({e})") from e
+
+    def value(key: str) -> Any:
+        v = header.fields.get(key)
+        return None if isinstance(v, ArrayInfo) else v
+
+    def length(key: str) -> int | None:
+        v = header.fields.get(key)
+        return v.length if isinstance(v, ArrayInfo) else None
+
     tensor_types: dict[str, int] = {}
     parameters = 0
     data_end = 0
-    for t in reader.tensors:
-        parameters += int(t.n_elements)
-        name = t.tensor_type.name
-        tensor_types[name] = tensor_types.get(name, 0) + 1
-        data_end = max(data_end, int(t.data_offset) + int(t.n_bytes))
-    if not reader.tensors:
+    for t in header.tensors:
+        try:
+            qtype = gguf.GGMLQuantizationType(t.ggml_type)
+        except ValueError as e:
+            raise ModelFileError(
+                p, f"tensor {t.name!r} has an unknown type {t.ggml_type}; a newer GGUF?"
+            ) from e
+        n = 1
+        for d in t.shape:
+            n *= d
+        block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+        parameters += n
+        tensor_types[qtype.name] = tensor_types.get(qtype.name, 0) + 1
+        data_end = max(data_end, header.data_start + t.offset + n // block * type_size)
+    if not header.tensors:
         raise ModelFileError(p, "contains no tensors; it is not a model file")
     if data_end > size:
         raise ModelFileError(
             p, f"is truncated: tensor data needs {data_end} bytes but the file has {size}"
         )
-    arch = _field(reader, "general.architecture")
+    arch = value("general.architecture")
     if not isinstance(arch, str):
         raise ModelFileError(p, "has no general.architecture; not a model file")
-    file_type_id = _field(reader, "general.file_type")
-    file_type = _file_type_name(file_type_id, tensor_types)
+    file_type = _file_type_name(value("general.file_type"), tensor_types)
     return ModelInfo(
         path=str(p),
         file_size=size,
-        gguf_version=int(_field(reader, "GGUF.version") or 0),
+        gguf_version=header.version,
         architecture=arch,
-        name=_field(reader, "general.name"),
+        name=value("general.name"),
         parameters=parameters,
         file_type=file_type,
         tensor_types=tensor_types,
-        context_length=_field(reader, f"{arch}.context_length"),
-        embedding_length=_field(reader, f"{arch}.embedding_length"),
-        block_count=_field(reader, f"{arch}.block_count"),
-        vocab_size=_field(reader, f"{arch}.vocab_size") or _len(reader, "tokenizer.ggml.tokens"),
-        chat_template=_field(reader, "tokenizer.chat_template"),
-        license=_field(reader, "general.license"),
-        bos_token_id=_field(reader, "tokenizer.ggml.bos_token_id"),
-        eos_token_id=_field(reader, "tokenizer.ggml.eos_token_id"),
-        tokenizer_model=_field(reader, "tokenizer.ggml.model"),
+        context_length=value(f"{arch}.context_length"),
+        embedding_length=value(f"{arch}.embedding_length"),
+        block_count=value(f"{arch}.block_count"),
+        vocab_size=value(f"{arch}.vocab_size") or length("tokenizer.ggml.tokens"),
+        chat_template=value("tokenizer.chat_template"),
+        license=value("general.license"),
+        bos_token_id=value("tokenizer.ggml.bos_token_id"),
+        eos_token_id=value("tokenizer.ggml.eos_token_id"),
+        tokenizer_model=value("tokenizer.ggml.model"),
     )
-
-
-def _len(reader: Any, key: str) -> int | None:
-    f = reader.fields.get(key)
-    return len(f.data) if f is not None else None
 
 
 def _file_type_name(file_type_id: Any, tensor_types: dict[str, int]) -> str:

@@ -274,12 +274,12 @@ def read_base_shapes(path: str | os.PathLike[str]) -> BaseModelShapes:
     hit = _shapes_cache.get(key)
     if hit is not None:
         return hit
-    import gguf
+    from llamachain.models._gguf_scan import scan
 
-    reader = gguf.GGUFReader(info.path)
+    header = scan(Path(info.path))  # read_model_info has validated it; no vocabulary parsing
     arch = info.architecture
-    heads = _field(reader, f"{arch}.attention.head_count")
-    heads_kv = _field(reader, f"{arch}.attention.head_count_kv")
+    heads = header.fields.get(f"{arch}.attention.head_count")
+    heads_kv = header.fields.get(f"{arch}.attention.head_count_kv")
     head_count = int(heads) if isinstance(heads, int) else None  # None: absent or per layer
     result = BaseModelShapes(
         path=info.path,
@@ -287,7 +287,7 @@ def read_base_shapes(path: str | os.PathLike[str]) -> BaseModelShapes:
         block_count=int(info.block_count or 0),
         head_count=head_count,
         head_count_kv=int(heads_kv) if isinstance(heads_kv, int) else head_count,
-        shapes={t.name: tuple(int(x) for x in reversed(t.shape)) for t in reader.tensors},
+        shapes={t.name: tuple(reversed(t.shape)) for t in header.tensors},
     )
     _shapes_cache[key] = result
     return result
