@@ -96,6 +96,19 @@ def _basics(w: Any, d: Dims, *, n_ff: bool = True) -> None:
     w.add_vocab_size(d.n_vocab)
 
 
+def _gated_layer(t: _Tensors, d: Dims, i: int) -> None:
+    """One LLaMA-style block: norm, grouped-query attention, norm, gated FFN."""
+    t.norm("ATTN_NORM", d.n_embd, bid=i)
+    t.linear("ATTN_Q", d.n_embd, d.n_embd, bid=i)
+    t.linear("ATTN_K", d.n_embd, d.kv_dim, bid=i)
+    t.linear("ATTN_V", d.n_embd, d.kv_dim, bid=i)
+    t.linear("ATTN_OUT", d.n_embd, d.n_embd, bid=i)
+    t.norm("FFN_NORM", d.n_embd, bid=i)
+    t.linear("FFN_GATE", d.n_embd, d.n_ff, bid=i)
+    t.linear("FFN_UP", d.n_embd, d.n_ff, bid=i)
+    t.linear("FFN_DOWN", d.n_ff, d.n_embd, bid=i)
+
+
 def _llama(w: Any, d: Dims) -> list[TensorSpec]:
     _basics(w, d)
     w.add_head_count_kv(d.n_head_kv)
@@ -107,15 +120,7 @@ def _llama(w: Any, d: Dims) -> list[TensorSpec]:
     t.norm("OUTPUT_NORM", d.n_embd)
     t.linear("OUTPUT", d.n_embd, d.n_vocab)
     for i in range(d.n_layer):
-        t.norm("ATTN_NORM", d.n_embd, bid=i)
-        t.linear("ATTN_Q", d.n_embd, d.n_embd, bid=i)
-        t.linear("ATTN_K", d.n_embd, d.kv_dim, bid=i)
-        t.linear("ATTN_V", d.n_embd, d.kv_dim, bid=i)
-        t.linear("ATTN_OUT", d.n_embd, d.n_embd, bid=i)
-        t.norm("FFN_NORM", d.n_embd, bid=i)
-        t.linear("FFN_GATE", d.n_embd, d.n_ff, bid=i)
-        t.linear("FFN_UP", d.n_embd, d.n_ff, bid=i)
-        t.linear("FFN_DOWN", d.n_ff, d.n_embd, bid=i)
+        _gated_layer(t, d, i)
     return t.rows
 
 
@@ -185,15 +190,7 @@ def _gemma(w: Any, d: Dims) -> list[TensorSpec]:
     t.add("TOKEN_EMBD", (d.n_embd, d.n_vocab))  # tied: Gemma has no output matrix
     t.norm("OUTPUT_NORM", d.n_embd)
     for i in range(d.n_layer):
-        t.norm("ATTN_NORM", d.n_embd, bid=i)
-        t.linear("ATTN_Q", d.n_embd, d.n_embd, bid=i)
-        t.linear("ATTN_K", d.n_embd, d.kv_dim, bid=i)
-        t.linear("ATTN_V", d.n_embd, d.kv_dim, bid=i)
-        t.linear("ATTN_OUT", d.n_embd, d.n_embd, bid=i)
-        t.norm("FFN_NORM", d.n_embd, bid=i)
-        t.linear("FFN_GATE", d.n_embd, d.n_ff, bid=i)
-        t.linear("FFN_UP", d.n_embd, d.n_ff, bid=i)
-        t.linear("FFN_DOWN", d.n_ff, d.n_embd, bid=i)
+        _gated_layer(t, d, i)
     return t.rows
 
 
