@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from llamachain.errors import ModelFileError
+from llamachain.models.gguf_info import reader_field
 
 logger = logging.getLogger(__name__)
 
@@ -356,32 +357,29 @@ def _name(i: int | None, tokens: list[str]) -> str | None:
     return tokens[i] if i is not None and 0 <= i < len(tokens) else None
 
 
-def _field(reader: Any, key: str) -> Any:
-    f = reader.fields.get(key)
-    return None if f is None else f.contents()
-
-
 def read_gguf_vocab(reader: Any) -> GGUFVocab:
     """The vocabulary stored in an open ``gguf.GGUFReader``."""
-    tokens = _field(reader, "tokenizer.ggml.tokens")
+    tokens = reader_field(reader, "tokenizer.ggml.tokens")
     if not tokens:
         raise ModelFileError(reader.data.filename, "has no tokenizer vocabulary")
-    named_keys = _field(reader, "tokenizer.chat_templates") or []
-    named = {k: _field(reader, f"tokenizer.chat_template.{k}") for k in named_keys}
+    named_keys = reader_field(reader, "tokenizer.chat_templates") or []
+    named = {k: reader_field(reader, f"tokenizer.chat_template.{k}") for k in named_keys}
     return GGUFVocab(
-        model=str(_field(reader, "tokenizer.ggml.model") or "gpt2"),
-        pre=_field(reader, "tokenizer.ggml.pre"),
+        model=str(reader_field(reader, "tokenizer.ggml.model") or "gpt2"),
+        pre=reader_field(reader, "tokenizer.ggml.pre"),
         tokens=list(tokens),
-        token_types=list(_field(reader, "tokenizer.ggml.token_type") or [NORMAL] * len(tokens)),
-        merges=list(_field(reader, "tokenizer.ggml.merges") or []),
-        bos_id=_field(reader, "tokenizer.ggml.bos_token_id"),
-        eos_id=_field(reader, "tokenizer.ggml.eos_token_id"),
-        unk_id=_field(reader, "tokenizer.ggml.unknown_token_id"),
-        pad_id=_field(reader, "tokenizer.ggml.padding_token_id"),
-        add_bos=bool(_field(reader, "tokenizer.ggml.add_bos_token")),
-        add_eos=bool(_field(reader, "tokenizer.ggml.add_eos_token")),
-        chat_template=_field(reader, "tokenizer.chat_template"),
+        token_types=list(
+            reader_field(reader, "tokenizer.ggml.token_type") or [NORMAL] * len(tokens)
+        ),
+        merges=list(reader_field(reader, "tokenizer.ggml.merges") or []),
+        bos_id=reader_field(reader, "tokenizer.ggml.bos_token_id"),
+        eos_id=reader_field(reader, "tokenizer.ggml.eos_token_id"),
+        unk_id=reader_field(reader, "tokenizer.ggml.unknown_token_id"),
+        pad_id=reader_field(reader, "tokenizer.ggml.padding_token_id"),
+        add_bos=bool(reader_field(reader, "tokenizer.ggml.add_bos_token")),
+        add_eos=bool(reader_field(reader, "tokenizer.ggml.add_eos_token")),
+        chat_template=reader_field(reader, "tokenizer.chat_template"),
         named_templates={k: v for k, v in named.items() if isinstance(v, str)} or None,
-        scores=_field(reader, "tokenizer.ggml.scores"),
-        add_space_prefix=_field(reader, "tokenizer.ggml.add_space_prefix"),
+        scores=reader_field(reader, "tokenizer.ggml.scores"),
+        add_space_prefix=reader_field(reader, "tokenizer.ggml.add_space_prefix"),
     )

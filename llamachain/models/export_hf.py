@@ -30,7 +30,7 @@ from llamachain.errors import ConfigError, ModelFileError
 from llamachain.models import _hf_names as names
 from llamachain.models._convert_tokenizer import read_gguf_vocab
 from llamachain.models._export_tokenizer import build_tokenizer_json, tokenizer_config
-from llamachain.models.gguf_info import check_header
+from llamachain.models.gguf_info import check_header, reader_field
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +56,9 @@ class ExportResult:
         return data
 
 
-def _field(reader: Any, key: str) -> Any:
-    f = reader.fields.get(key)
-    return None if f is None else f.contents()
-
-
 def hf_config(reader: Any) -> dict[str, Any]:
     """The ``config.json`` of the checkpoint a llama GGUF file describes."""
-    arch = _field(reader, "general.architecture")
+    arch = reader_field(reader, "general.architecture")
     if arch != "llama":
         raise ModelFileError(
             reader.data.filename,
@@ -72,7 +67,7 @@ def hf_config(reader: Any) -> dict[str, Any]:
         )
 
     def key(name: str) -> Any:
-        return _field(reader, f"llama.{name}")
+        return reader_field(reader, f"llama.{name}")
 
     dim, n_head = int(key("embedding_length")), int(key("attention.head_count"))
     head_dim = int(key("attention.key_length") or dim // n_head)
@@ -83,7 +78,7 @@ def hf_config(reader: Any) -> dict[str, Any]:
             f"rotates {rope_dim} of {head_dim} head dimensions; LlamaForCausalLM rotates all",
         )
     tensor_names = {t.name for t in reader.tensors}
-    tokens = _field(reader, "tokenizer.ggml.tokens") or []
+    tokens = reader_field(reader, "tokenizer.ggml.tokens") or []
     config: dict[str, Any] = {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -101,9 +96,9 @@ def hf_config(reader: Any) -> dict[str, Any]:
         "hidden_act": "silu",
         "attention_bias": False,
         "mlp_bias": False,
-        "bos_token_id": _field(reader, "tokenizer.ggml.bos_token_id"),
-        "eos_token_id": _field(reader, "tokenizer.ggml.eos_token_id"),
-        "pad_token_id": _field(reader, "tokenizer.ggml.padding_token_id"),
+        "bos_token_id": reader_field(reader, "tokenizer.ggml.bos_token_id"),
+        "eos_token_id": reader_field(reader, "tokenizer.ggml.eos_token_id"),
+        "pad_token_id": reader_field(reader, "tokenizer.ggml.padding_token_id"),
     }
     scaling = key("rope.scaling.type")
     if scaling in ("linear", "yarn"):

@@ -91,6 +91,12 @@ def check_header(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def reader_field(reader: Any, key: str) -> Any:
+    """The value of metadata ``key`` in an open ``gguf.GGUFReader`` (None when absent)."""
+    f = reader.fields.get(key)
+    return None if f is None else f.contents()
+
+
 _cache: dict[tuple[str, int, int], ModelInfo] = {}
 _cache_lock = threading.Lock()
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llamachain.errors import ConfigError, ModelFileError
-from llamachain.models.gguf_info import check_header
+from llamachain.models.gguf_info import check_header, reader_field
 
 if TYPE_CHECKING:
     import numpy as np
@@ -73,11 +73,8 @@ class LoraInfo:
 
 
 def _field(reader: Any, key: str) -> Any:
-    f = reader.fields.get(key)
-    if f is None:
-        return None
     try:
-        return f.contents()
+        return reader_field(reader, key)
     except Exception:  # pragma: no cover - malformed value; treat as absent
         return None
 
