@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -112,6 +112,25 @@ class Settings(BaseSettings):
         description="Abstain when the sources hold less of the question's words (0: never).",
     )
     qa_quote: bool = Field(default=True, description="Quote the supporting passage in QA answers.")
+
+    # --- the HTTP server (`llamachain serve`) -----------------------------------------------
+    server_host: str = Field(default="127.0.0.1", description="Address the server binds to.")
+    server_port: int = Field(default=8080, ge=1, le=65535, description="The server's port.")
+    server_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token every endpoint but /healthz requires; required to bind to a "
+        "non-loopback address.",
+    )
+    server_kb: str = Field(default="default", description="Knowledge base the server serves.")
+    server_max_upload_mb: float = Field(
+        default=20.0, gt=0, description="Largest file /upsert-file accepts, in MiB."
+    )
+    server_max_body_mb: float = Field(
+        default=20.0, gt=0, description="Largest JSON request body accepted, in MiB."
+    )
+    server_max_tokens: int = Field(
+        default=1024, ge=1, description="Upper bound for max_tokens in a completion request."
+    )
 
     @property
     def kb_dir(self) -> Path:

@@ -120,6 +120,7 @@ def _register() -> None:
     from llamachain.cli.models_cmd import models, quantize_cmd
     from llamachain.cli.perplexity_cmd import perplexity_cmd
     from llamachain.cli.qa_cmd import ask, eval_cmd
+    from llamachain.cli.serve_cmd import serve
 
     for command in (
         ask,
@@ -136,6 +137,7 @@ def _register() -> None:
         perplexity_cmd,
         quantize_cmd,
         search,
+        serve,
     ):
         cli.add_command(command)
 
