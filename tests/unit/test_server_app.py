@@ -1,0 +1,174 @@
+"""The server's app layer without a model or sockets: auth, limits, errors, upload names."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from llamachain.errors import ConfigError
+from llamachain.server import ServerState, check_bind, create_app, is_loopback
+from llamachain.server._plugin import safe_filename
+from llamachain.settings import Settings
+from llamachain.testing import FakeEmbeddings
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _app(tmp_path: Path, **settings: object) -> object:
+    s = Settings(home=tmp_path / "home", server_token=SecretStr(TOKEN), **settings)
+    return create_app(state=ServerState(s, embeddings=FakeEmbeddings()))
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=_app(tmp_path))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.4", False),
+        ("example.org", False),
+    ],
+)
+def test_loopback_addresses(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_binding_beyond_loopback_needs_a_token_or_explicit_consent(tmp_path: Path) -> None:
+    open_settings = Settings(home=tmp_path)
+    check_bind("127.0.0.1", open_settings)
+    with pytest.raises(ConfigError, match="LLAMACHAIN_SERVER_TOKEN"):
+        check_bind("0.0.0.0", open_settings)
+    check_bind("0.0.0.0", open_settings, allow_no_token=True)
+    check_bind("0.0.0.0", Settings(home=tmp_path, server_token=SecretStr("t")))
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("notes.md", "notes.md"),
+        ("../../etc/passwd", "passwd"),
+        ("..\\..\\win.ini", "win.ini"),
+        ("/abs/path/report.pdf", "report.pdf"),
+        ("..", "upload"),
+        ("", "upload"),
+        (None, "upload"),
+        ("we;ird$name?.txt", "we_ird_name_.txt"),
+        ("a" * 300 + ".md", "a" * 200),
+    ],
+)
+def test_upload_names_are_made_harmless(given: str | None, stored: str) -> None:
+    name = safe_filename(given)
+    assert name == stored
+    assert "/" not in name and "\\" not in name and name not in (".", "..")
+
+
+async def test_health_is_open_and_everything_else_needs_the_token(
+    client: httpx.AsyncClient,
+) -> None:
+    health = await client.get("/healthz")
+    assert health.status_code == 200
+    assert health.json()["status"] == "ok" and health.json()["model_loaded"] is False
+    body = {"queries": [{"query": "x"}]}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+        r = await client.post("/query", json=body, headers=headers)
+        assert r.status_code == 401, headers
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert "bearer token" in r.json()["detail"]
+    for path in ("/openapi.json", "/.well-known/ai-plugin.json"):
+        assert (await client.get(path)).status_code == 401
+        assert (await client.get(path, headers=AUTH)).status_code == 200
+
+
+async def test_openapi_declares_the_plugin_routes_and_bearer_auth(
+    client: httpx.AsyncClient,
+) -> None:
+    spec = (await client.get("/openapi.json", headers=AUTH)).json()
+    for path in ("/upsert", "/upsert-file", "/query", "/delete", "/healthz"):
+        assert path in spec["paths"], path
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    manifest = (await client.get("/.well-known/ai-plugin.json", headers=AUTH)).json()
+    assert manifest["api"]["url"] == "http://test/openapi.json"
+    assert manifest["auth"] == {"type": "user_http", "authorization_type": "bearer"}
+
+
+async def test_invalid_requests_are_422_naming_the_field(client: httpx.AsyncClient) -> None:
+    cases = [
+        ({"queries": []}, "queries"),
+        ({"queries": [{"query": "x", "top_k": 0}]}, "queries.0.top_k"),
+        ({"queries": [{"query": "x", "filter": {"start_date": "last week"}}]}, "start_date"),
+        ({"queries": [{"query": "x", "filter": {"colour": "red"}}]}, "colour"),
+        ({"queries": "x"}, "queries"),
+    ]
+    for body, field in cases:
+        r = await client.post("/query", json=body, headers=AUTH)
+        assert r.status_code == 422, body
+        assert r.json()["detail"].startswith("invalid request: ")
+        assert field in r.json()["detail"], (body, r.json())
+    r = await client.post("/upsert", json={"documents": [{"text": "   "}]}, headers=AUTH)
+    assert r.status_code == 422 and "documents.0.text" in r.json()["detail"]
+    r = await client.post(
+        "/upsert",
+        json={"documents": [{"text": "a", "metadata": {"source": "fax"}}]},
+        headers=AUTH,
+    )
+    assert r.status_code == 422 and "source" in r.json()["detail"]
+    r = await client.post(
+        "/query", content=b"{not json", headers={**AUTH, "content-type": "application/json"}
+    )
+    assert r.status_code == 422
+
+
+async def test_bodies_over_the_limit_are_413_declared_or_streamed(tmp_path: Path) -> None:
+    app = _app(tmp_path, server_max_body_mb=0.01, server_max_upload_mb=0.02)
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        big = {"documents": [{"text": "word " * 4000}]}  # ~20 KB > 10 KiB
+        r = await c.post("/upsert", json=big, headers=AUTH)
+        assert r.status_code == 413 and "too large" in r.json()["detail"]
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(40):
+                yield b" " * 1000
+
+        r = await c.post(
+            "/upsert", content=chunks(), headers={**AUTH, "content-type": "application/json"}
+        )
+        assert r.status_code == 413
+        # Uploads have their own, larger limit.
+        r = await c.post("/upsert-file", files={"file": ("big.txt", b"x" * 30_000)}, headers=AUTH)
+        assert r.status_code == 413
+        r = await c.post("/upsert-file", files={"file": ("tool.exe", b"MZ")}, headers=AUTH)
+        assert r.status_code == 415 and "txt" in r.json()["detail"]
+
+
+async def test_upload_metadata_must_be_a_valid_json_object(client: httpx.AsyncClient) -> None:
+    for raw, needle in (
+        ("{broken", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"created_at": "yesterday"}', "created_at"),
+        ('{"source": "fax"}', "source"),
+    ):
+        r = await client.post(
+            "/upsert-file",
+            files={"file": ("a.txt", b"hello")},
+            data={"metadata": raw},
+            headers=AUTH,
+        )
+        assert r.status_code == 422, raw
+        assert needle in r.json()["detail"], (raw, r.json())
