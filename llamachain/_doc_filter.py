@@ -1,14 +1,18 @@
 """Helpers of :mod:`llamachain.documents`: dates, chunk metadata, ``where`` filters, a lock.
 
 Plugin documents are stored as chunks in the knowledge base's collection.  Their metadata has
-the keys the QA chain and the retriever read (``source``, ``sources``, ``file_name``,
-``title``, ``heading``, ``page``, ``chunk_index``, ``n_tokens``, ``start``), the marker
-``origin: "document"``, and the plugin fields, namespaced so they never clash with the file
+the keys the QA chain and the retriever read (``source`` -- the url, else the source id, else
+``document:<id>`` --, ``sources``, ``file_name`` and ``title`` -- the uploaded file's name, the
+url, the source id or ``document <id>`` --, ``heading``, ``page``, ``chunk_index``,
+``n_tokens``, ``start``), ``file_type: "document"`` (the loaded type of an uploaded file is in
+``document_file_type``), the marker ``origin: "document"``, and the plugin fields, namespaced
+so they never clash with the file
 ingestion's: ``document_id``, ``plugin_source`` (email / file / chat), ``source_id``, ``url``,
 ``author``, ``created_at`` (the ISO string given) and ``created_at_ts`` (its Unix time in
 whole seconds, UTC; a date or datetime without a time zone is taken as UTC), which date-range
 filters compare.  They carry no ``doc_hash`` or ``text_hash``, the keys by which file
-ingestion finds, reuses and removes its own chunks.
+ingestion finds, reuses and removes its own chunks.  A chunk's id is
+``<document id>:<position, 5 digits>-<hash of its text>``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ this module never touches the file ingestion's chunks or manifest.
 
 Writes are all-or-nothing and serialized by the store's lock; queries run concurrently with each
 other but not during a write, so they never see a document half replaced.  Use one
-:class:`DocumentStore` per knowledge base in a process (the lock is the object's).
+:class:`DocumentStore` per knowledge base in a process (the lock is the object's).  Writes do
+not wait for a file ingestion into the same knowledge base (they touch different chunks).
+``KnowledgeBase.stats()["chunks"]`` counts the chunks of both kinds.
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ class DocumentMetadata:
 
 @dataclass
 class DocumentInput:
-    """A document to upsert; without ``id`` it gets a new uuid4 hex id."""
+    """A document to upsert; without ``id`` it gets a new uuid4 hex id.  Its text is cleaned
+    as a text file's is (newlines unified, control characters and trailing spaces dropped)."""
 
     text: str
     id: str | None = None
@@ -143,6 +146,15 @@ class _Prepared:
     vectors: list[list[float]] = field(default_factory=list)
 
 
+def _checked(meta: object, what: str) -> DocumentMetadata:
+    if meta is None:
+        return DocumentMetadata()
+    if not isinstance(meta, DocumentMetadata):
+        raise ConfigError(f"{what}: metadata must be a DocumentMetadata, got {type(meta).__name__}")
+    meta.validate()
+    return meta
+
+
 class DocumentStore:
     """Plugin documents in a :class:`~llamachain.knowledge.KnowledgeBase`.
 
@@ -177,6 +189,8 @@ class DocumentStore:
         written, and if a write fails the store is put back as it was.  Upserting a document
         unchanged writes nothing.  A repeated id within one call keeps its last document.
         """
+        from llamachain.ingest._text import normalize
+
         ids: list[str] = []
         latest: dict[str, _Prepared] = {}
         for position, doc in enumerate(documents):
@@ -185,12 +199,15 @@ class DocumentStore:
                     f"document {position} is a {type(doc).__name__}, not a DocumentInput"
                 )
             doc_id = uuid.uuid4().hex if doc.id is None else df.check_id(doc.id, position)
-            if not isinstance(doc.text, str) or not doc.text.strip():
-                raise ConfigError(f"document {position} ({doc_id!r}) has no text to index")
-            meta = doc.metadata if doc.metadata is not None else DocumentMetadata()
-            meta.validate()
+            what = f"document {position}" + (f" ({doc.id!r})" if doc.id is not None else "")
+            if not isinstance(doc.text, str):
+                raise ConfigError(f"{what}: text must be a string, got {type(doc.text).__name__}")
+            text = normalize(doc.text)  # cleaned as a text file's is
+            if not text:
+                raise ConfigError(f"{what} has no text to index: send a non-empty text")
+            meta = _checked(doc.metadata, what)
             latest.pop(doc_id, None)
-            latest[doc_id] = self._prepare(doc_id, [("", None, doc.text)], meta, None, "text")
+            latest[doc_id] = self._prepare(doc_id, [("", None, text)], meta, None, "text")
             ids.append(doc_id)
         self._write(list(latest.values()))
         return ids
@@ -213,8 +230,7 @@ class DocumentStore:
         from llamachain.ingest.loaders import load_file
 
         doc_id = uuid.uuid4().hex if document_id is None else df.check_id(document_id, 0)
-        meta = metadata if metadata is not None else DocumentMetadata()
-        meta.validate()
+        meta = _checked(metadata, "the file")
         shown = filename or Path(path).name
         try:
             loaded = load_file(Path(path))

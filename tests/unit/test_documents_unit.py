@@ -142,6 +142,13 @@ def test_upsert_stores_chunks_that_cite_well_and_carry_the_plugin_fields(kb):
     assert m["source"] == "document:b1" and m["file_name"] == "document b1"
 
 
+def test_text_is_cleaned_like_a_text_file(kb):
+    store = DocumentStore(kb)
+    store.upsert([DocumentInput("  Line one\r\nline\x00 two   \r\n\r\n\r\n\r\nPara.  ", id="c")])
+    ((text, _, _),) = _plugin_chunks(kb).values()
+    assert text == "Line one\nline two\n\nPara."
+
+
 def test_new_ids_count_and_document_ids(kb):
     store = DocumentStore(kb)
     ids = store.upsert([DocumentInput("one"), DocumentInput("two", id="x"), DocumentInput("3")])
@@ -200,6 +207,9 @@ def test_replacing_removes_the_old_chunks_and_an_unchanged_upsert_writes_nothing
     [
         (lambda s: s.upsert([DocumentInput("")]), "no text"),
         (lambda s: s.upsert([DocumentInput(" \n\t ")]), "no text"),
+        (lambda s: s.upsert([DocumentInput("\x00\x07\r\n")]), "no text"),
+        (lambda s: s.upsert([DocumentInput(None)]), "must be a string"),  # type: ignore[arg-type]
+        (lambda s: s.upsert([DocumentInput("ok", metadata={"a": 1})]), "DocumentMetadata"),  # type: ignore[arg-type]
         (lambda s: s.upsert([DocumentInput("ok", id="")]), "non-empty string"),
         (lambda s: s.upsert([DocumentInput("ok", id=7)]), "non-empty string"),  # type: ignore[arg-type]
         (lambda s: s.upsert([DocumentInput("ok", id="x" * 513)]), "at most 512"),
