@@ -187,6 +187,12 @@ def file_where(f: DocumentFilter) -> dict[str, Any] | None:
     return _all(clauses)
 
 
+def query_where(f: DocumentFilter) -> dict[str, Any]:
+    """What a query with filter ``f`` searches: plugin chunks and file chunks matching it."""
+    plugin, files = plugin_where(f), file_where(f)
+    return plugin if files is None else {"$or": [plugin, files]}
+
+
 def check_filter(f: DocumentFilter) -> None:
     check_source(f.source, "filter source")
     for name in ("document_id", "source_id", "author", "start_date", "end_date"):
@@ -318,3 +324,14 @@ def restore(store: ChromaVectorStore, new_ids: set[str], old: dict[str, Any], kb
         )
     else:
         log.warning("a failed upsert into %s was undone", kb)
+
+
+def vectors_of(store: ChromaVectorStore, ids: list[str]) -> dict[str, list[float]]:
+    """The stored vectors of those of ``ids`` that exist."""
+    out: dict[str, list[float]] = {}
+    for start in range(0, len(ids), IN_BATCH):
+        got = store.get(ids=ids[start : start + IN_BATCH], include=["embeddings"])
+        vecs: Any = got.get("embeddings")
+        if vecs is not None:
+            out.update(zip(got["ids"], ([float(x) for x in v] for v in vecs), strict=True))
+    return out

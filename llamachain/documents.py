@@ -155,6 +155,16 @@ def _checked(meta: object, what: str) -> DocumentMetadata:
     return meta
 
 
+def _checked_filter(f: object) -> DocumentFilter | None:
+    """``f`` checked (ConfigError if invalid); ``None`` for no filter or an empty one."""
+    if f is None:
+        return None
+    if not isinstance(f, DocumentFilter):
+        raise ConfigError(f"filter must be a DocumentFilter, got {type(f).__name__}")
+    df.check_filter(f)
+    return None if f.is_empty() else f
+
+
 class DocumentStore:
     """Plugin documents in a :class:`~llamachain.knowledge.KnowledgeBase`.
 
@@ -263,13 +273,7 @@ class DocumentStore:
     def _embed(self, docs: list[_Prepared]) -> None:
         """Vectors for every chunk: reused from the store where that exact chunk is stored
         already (its id names its text), else embedded; nothing is written here."""
-        wanted = [i for d in docs for i in d.ids]
-        known: dict[str, list[float]] = {}
-        for start in range(0, len(wanted), df.IN_BATCH):
-            got = self._store.get(ids=wanted[start : start + df.IN_BATCH], include=["embeddings"])
-            vecs: Any = got.get("embeddings")
-            if vecs is not None:
-                known.update(zip(got["ids"], ([float(x) for x in v] for v in vecs), strict=True))
+        known = df.vectors_of(self._store, [i for d in docs for i in d.ids])
         todo = [(i, t) for d in docs for i, t in zip(d.ids, d.texts, strict=True) if i not in known]
         if todo:
             try:
@@ -339,12 +343,7 @@ class DocumentStore:
         Only documents upserted through this API are removed: content from file ingestion
         belongs to the ingestion (delete the files and ingest again), even with ``delete_all``.
         """
-        if filter is not None and not isinstance(filter, DocumentFilter):
-            raise ConfigError(f"filter must be a DocumentFilter, got {type(filter).__name__}")
-        if filter is not None:
-            df.check_filter(filter)
-            if filter.is_empty():
-                filter = None
+        filter = _checked_filter(filter)
         if ids is not None:
             if isinstance(ids, str):
                 raise ConfigError("ids must be a list of document ids, not one string")
@@ -418,25 +417,13 @@ class DocumentStore:
             raise ConfigError("the query is empty: pass the text to search for")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise ConfigError(f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {top_k!r}")
-        where: dict[str, Any] | None = None
-        if filter is not None:
-            if not isinstance(filter, DocumentFilter):
-                raise ConfigError(f"filter must be a DocumentFilter, got {type(filter).__name__}")
-            df.check_filter(filter)
-            if not filter.is_empty():
-                plugin, files = df.plugin_where(filter), df.file_where(filter)
-                where = plugin if files is None else {"$or": [plugin, files]}
+        f = _checked_filter(filter)
+        where = None if f is None else df.query_where(f)
         retriever = self._hybrid()
         with self._lock.read():
             docs = retriever.search(query, k=top_k, filter=where)
-            vectors: dict[str, list[float]] = {}
-            if include_embeddings and docs:
-                got = self._store.get(ids=[d.id or "" for d in docs], include=["embeddings"])
-                if got.get("embeddings") is not None:
-                    vectors = {
-                        i: [float(x) for x in v]
-                        for i, v in zip(got["ids"], got["embeddings"], strict=True)
-                    }
+            wanted = [str(d.id) for d in docs] if include_embeddings else []
+            vectors = df.vectors_of(self._store, wanted)
         hits = []
         for d in docs:
             m = dict(d.metadata)

@@ -496,3 +496,17 @@ def test_concurrent_upserts_queries_and_deletes_keep_an_exact_count(kb):
     assert store.document_ids() == sorted(expected)
     # Every stored chunk belongs to a live document: nothing left over by a replace.
     assert {r[1]["document_id"] for r in _plugin_chunks(kb).values()} == expected
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
+def test_query_uses_the_settings_mode_and_an_empty_store_finds_nothing(tmp_path, mode):
+    settings = Settings(home=tmp_path / "home", retrieval_mode=mode)
+    kb = KnowledgeBase("docs", settings=settings, embeddings=FakeEmbeddings())
+    store = DocumentStore(kb)
+    assert store.query("anything") == [] and store.count() == 0
+    assert store.delete(delete_all=True) == 0
+    store.upsert([DocumentInput("alpha beta gamma", id="a"), DocumentInput("delta", id="d")])
+    hits = store.query("alpha", top_k=2)
+    assert hits[0].document_id == "a"
+    # One method ranks alone (1/61 for the first); hybrid adds both methods' shares.
+    assert hits[0].score == pytest.approx(2 / 61 if mode == "hybrid" else 1 / 61)
