@@ -15,7 +15,9 @@ _EXPORTS = {
     "ChromaVectorStore": "llamachain.vectorstores",
     "ConfigError": "llamachain.errors",
     "ContextOverflowError": "llamachain.errors",
+    "DocumentInput": "llamachain.documents",
     "DocumentLoadError": "llamachain.errors",
+    "DocumentStore": "llamachain.documents",
     "EmbeddingError": "llamachain.errors",
     "EmbeddingMismatchError": "llamachain.errors",
     "GroundedQA": "llamachain.qa",
@@ -42,7 +44,9 @@ __all__ = [
     "ChromaVectorStore",
     "ConfigError",
     "ContextOverflowError",
+    "DocumentInput",
     "DocumentLoadError",
+    "DocumentStore",
     "EmbeddingError",
     "EmbeddingMismatchError",
     "GroundedQA",
@@ -66,6 +70,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from llamachain.chat_models import ChatLlama
+    from llamachain.documents import DocumentInput, DocumentStore
     from llamachain.embeddings import LlamaEmbeddings, LocalEmbeddings
     from llamachain.engine import LlamaEngine, SamplingParams, model_cache
     from llamachain.errors import (

@@ -172,3 +172,69 @@ async def test_upload_metadata_must_be_a_valid_json_object(client: httpx.AsyncCl
         )
         assert r.status_code == 422, raw
         assert needle in r.json()["detail"], (raw, r.json())
+
+
+async def test_plugin_round_trip_in_the_chatgpt_retrieval_plugin_shapes(
+    client: httpx.AsyncClient,
+) -> None:
+    docs = [
+        {
+            "id": "vpn",
+            "text": "The office VPN listens on port 443 and needs the staff certificate.",
+            "metadata": {"source": "email", "author": "ops", "created_at": "2024-03-01"},
+        },
+        {"text": "Lunch is served in the atrium from noon.", "metadata": {"source": "chat"}},
+    ]
+    r = await client.post("/upsert", json={"documents": docs}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    ids = r.json()["ids"]
+    assert ids[0] == "vpn" and len(ids) == 2 and ids[1]
+    body = {
+        "queries": [
+            {"query": "VPN port certificate", "top_k": 1},
+            {"query": "anything", "filter": {"source": "chat"}},
+            {"query": "anything", "filter": {"start_date": "2024-02-01", "author": "ops"}},
+        ]
+    }
+    r = await client.post("/query", json=body, headers=AUTH)
+    assert r.status_code == 200, r.text
+    first, chat, dated = r.json()["results"]
+    assert first["query"] == "VPN port certificate" and len(first["results"]) == 1
+    hit = first["results"][0]
+    assert set(hit) >= {"id", "text", "metadata", "embedding", "score"}
+    assert hit["metadata"]["document_id"] == "vpn"
+    assert hit["metadata"]["author"] == "ops" and hit["metadata"]["source"] == "email"
+    assert "port 443" in hit["text"]
+    assert [h["metadata"]["document_id"] for h in chat["results"]] == [ids[1]]
+    assert [h["metadata"]["document_id"] for h in dated["results"]] == ["vpn"]
+
+    r = await client.request("DELETE", "/delete", json={}, headers=AUTH)
+    assert r.status_code == 422 and "delete_all" in r.json()["detail"]
+    r = await client.request("DELETE", "/delete", json={"filter": {"source": "chat"}}, headers=AUTH)
+    assert r.json() == {"success": True, "deleted": 1}
+    r = await client.request("DELETE", "/delete", json={"ids": ["vpn", "nope"]}, headers=AUTH)
+    assert r.json() == {"success": True, "deleted": 1}
+    r = await client.post("/query", json={"queries": [{"query": "VPN"}]}, headers=AUTH)
+    assert r.json()["results"][0]["results"] == []
+
+
+async def test_uploaded_files_become_one_document_each(client: httpx.AsyncClient) -> None:
+    text = b"# Backups\n\nNightly backups run at 02:00 and are kept for 30 days.\n"
+    r = await client.post(
+        "/upsert-file",
+        files={"file": ("../../ops/backups.md", text, "text/markdown")},
+        data={"metadata": '{"source": "file", "author": "it"}'},
+        headers=AUTH,
+    )
+    assert r.status_code == 200, r.text
+    (doc_id,) = r.json()["ids"]
+    r = await client.post(
+        "/query", json={"queries": [{"query": "how long are backups kept"}]}, headers=AUTH
+    )
+    (hit,) = r.json()["results"][0]["results"]
+    assert hit["metadata"]["document_id"] == doc_id and hit["metadata"]["author"] == "it"
+    assert "30 days" in hit["text"]
+    r = await client.post(
+        "/upsert-file", files={"file": ("broken.pdf", b"%PDF-1.7 not really")}, headers=AUTH
+    )
+    assert r.status_code == 422 and "broken.pdf" in r.json()["detail"]
