@@ -128,6 +128,11 @@ class Settings(BaseSettings):
     server_max_body_mb: float = Field(
         default=20.0, gt=0, description="Largest JSON request body accepted, in MiB."
     )
+    server_cors_origins: list[str] = Field(
+        default_factory=list,
+        description='Browser origins allowed to call the server (CORS), e.g. '
+        '["https://chat.example.org"]; default: none.',
+    )
     server_max_tokens: int = Field(
         default=1024, ge=1, description="Upper bound for max_tokens in a completion request."
     )

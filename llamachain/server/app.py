@@ -29,13 +29,20 @@ from llamachain.errors import (
     LlamaChainError,
 )
 from llamachain.server._limits import BodyLimitMiddleware
-from llamachain.server.schemas import Health
+from llamachain.server.schemas import ErrorResponse, Health
 from llamachain.server.state import ServerState
 from llamachain.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _bearer = HTTPBearer(auto_error=False, description="The server's token (LLAMACHAIN_SERVER_TOKEN).")
+# The error bodies the handlers below send, documented on every authenticated route (FastAPI
+# would otherwise document its own 422 shape, a list of errors, which these routes never send).
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "Missing or wrong bearer token."},
+    413: {"model": ErrorResponse, "description": "Request body too large."},
+    422: {"model": ErrorResponse, "description": "Invalid request; the message names the field."},
+}
 
 
 def is_loopback(host: str) -> bool:
@@ -139,6 +146,15 @@ def create_app(settings: Settings | None = None, *, state: ServerState | None = 
     )
     app.state.llamachain = state
     _install_error_handlers(app)
+    if settings.server_cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.server_cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=int(settings.server_max_body_mb * 1024 * 1024),
@@ -160,7 +176,7 @@ def create_app(settings: Settings | None = None, *, state: ServerState | None = 
 
     auth = [Depends(_auth_dependency(settings))]
     for module in (_plugin, _ask, _openai):
-        app.include_router(module.router(state), dependencies=auth)
+        app.include_router(module.router(state), dependencies=auth, responses=_ERRORS)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=auth)
     async def openapi() -> JSONResponse:

@@ -238,3 +238,18 @@ async def test_uploaded_files_become_one_document_each(client: httpx.AsyncClient
         "/upsert-file", files={"file": ("broken.pdf", b"%PDF-1.7 not really")}, headers=AUTH
     )
     assert r.status_code == 422 and "broken.pdf" in r.json()["detail"]
+
+
+async def test_browser_origins_are_allowed_only_when_configured(tmp_path: Path) -> None:
+    preflight = {
+        "Origin": "https://chat.example.org",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    for origins, allowed in (([], False), (["https://chat.example.org"], True)):
+        app = _app(tmp_path / str(allowed), server_cors_origins=origins)
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            r = await c.options("/query", headers=preflight)
+            got = r.headers.get("access-control-allow-origin")
+            assert (got == "https://chat.example.org") is allowed, (origins, r.headers)
