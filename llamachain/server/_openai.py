@@ -134,8 +134,15 @@ class _Generation:
         return str(getattr(self.engine, "overflow", "error"))
 
     async def start(self) -> AsyncIterator[Chunk]:
+        from llamachain.engine._async import aiter_in_thread
+
         tokens, params = await run_in_threadpool(self.prepare)
-        stream: AsyncIterator[Chunk] = self.engine.astream(tokens, params)
+        # The engine's astream, without its extra generator layer: closing this one sets the
+        # cancel event at once rather than when the garbage collector finalizes the inner one.
+        engine = self.engine
+        stream: AsyncIterator[Chunk] = aiter_in_thread(
+            lambda cancel: engine.stream(tokens, params, cancel=cancel)
+        )
         return stream
 
     def _logprobs(self, chunk: Chunk) -> dict[str, Any] | None:
