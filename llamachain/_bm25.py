@@ -41,6 +41,7 @@ PAGE = 10_000  # ids per read while building (SQLite allows ~32k variables a que
 _MASKS = 16  # filters whose per-document results are remembered
 _WORD_PATTERN = r"(?u)\b\w\w+\b"
 _WORDS = re.compile(_WORD_PATTERN).findall
+_MEMO_MAX = 1_000_000  # tokens whose terms an Analyzer remembers
 
 
 class Analyzer:
@@ -56,6 +57,7 @@ class Analyzer:
             self._stemmer: Any = Stemmer.Stemmer("english")
         except ImportError:  # PyStemmer is optional
             self._stemmer = None
+        self._memo: dict[str, list[str]] = {}
 
     @property
     def config(self) -> dict[str, Any]:
@@ -68,12 +70,25 @@ class Analyzer:
         }
 
     def terms_of_tokens(self, tokens: Sequence[str]) -> list[list[str]]:
-        """The terms of each lower-cased, whitespace-free token (``"well-known,"`` has two)."""
-        words = [_WORDS(t) for t in tokens]
+        """The terms of each lower-cased, whitespace-free token (``"well-known,"`` has two).
+
+        Remembered per token, so rebuilding an index after a small write (the words of the
+        whole collection again) analyses only the tokens it has not seen before.  The lists
+        returned are shared: do not change them."""
+        memo = self._memo
+        out = [memo.get(t) for t in tokens]
+        todo = list(dict.fromkeys(t for t, o in zip(tokens, out, strict=True) if o is None))
+        if not todo:
+            return out  # type: ignore[return-value]
+        words = [_WORDS(t) for t in todo]
         kept = list(dict.fromkeys(w for ws in words for w in ws if w not in self.stopwords))
         stemmed = self._stemmer.stemWords(kept) if self._stemmer is not None else kept
         stems = dict(zip(kept, stemmed, strict=True))
-        return [[stems[w] for w in ws if w in stems] for ws in words]
+        fresh = {t: [stems[w] for w in ws if w in stems] for t, ws in zip(todo, words, strict=True)}
+        if len(memo) + len(fresh) > _MEMO_MAX:
+            self._memo = memo = {}
+        memo.update(fresh)
+        return [o if o is not None else fresh[t] for t, o in zip(tokens, out, strict=True)]
 
     def terms(self, text: str) -> list[str]:
         return [t for ts in self.terms_of_tokens(text.lower().split()) for t in ts]

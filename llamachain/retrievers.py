@@ -134,7 +134,10 @@ class HybridRetriever(BaseRetriever):
                     index.checked_at = now
                     return index
             revision = store.revision
-            index = open_index(store, persist=self.cache_bm25)
+            # The previous index's analyzer remembers the terms of every token it has seen:
+            # a rebuild after a small write analyses only the new words.
+            analyzer = index.analyzer if index is not None else None
+            index = open_index(store, persist=self.cache_bm25, analyzer=analyzer)
             index.revision = revision
             phases = ", ".join(f"{k} {v:.2f} s" for k, v in index.phases.items())
             logger.info(

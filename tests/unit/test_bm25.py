@@ -298,3 +298,24 @@ def test_a_token_that_is_not_a_file_name_is_not_used_as_one(kb):
     assert r.bm25_info()["path"] is None
     assert [d.id for d in r.invoke("E4471")] == ["d2"]
     assert not (kb.parent / "escape").exists()
+
+
+def test_remembered_terms_equal_fresh_analysis_and_the_memory_is_bounded(monkeypatch):
+    texts = [
+        "Well-known hosts: a/b.py, the RUNNING runner runs; running!",
+        "Cookies signed with itsdangerous — signing, signed, signs",
+        "running the runner again, well-known again",
+    ]
+    tokens = [t for text in texts for t in text.lower().split()]
+    seasoned = _bm25.Analyzer()
+    first = seasoned.terms_of_tokens(tokens)
+    again = seasoned.terms_of_tokens(tokens[::-1])
+    assert again == first[::-1]
+    assert [seasoned.terms(t) for t in texts] == [_bm25.Analyzer().terms(t) for t in texts]
+    assert first == _bm25.Analyzer().terms_of_tokens(tokens)
+    monkeypatch.setattr(_bm25, "_MEMO_MAX", 4)
+    small = _bm25.Analyzer()
+    assert small.terms_of_tokens(tokens) == first
+    assert len(small._memo) <= len(set(tokens))
+    small.terms_of_tokens(["fresh", "words", "here"])
+    assert len(small._memo) <= 4
