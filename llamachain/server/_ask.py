@@ -167,8 +167,7 @@ def chroma_where(f: DocumentMetadataFilter | None) -> dict[str, Any] | None:
     if doc_filter is None:
         return None
     df.check_filter(doc_filter)
-    plugin, files = df.plugin_where(doc_filter), df.file_where(doc_filter)
-    return plugin if files is None else {"$or": [plugin, files]}
+    return df.query_where(doc_filter)  # what DocumentStore.query searches for the filter
 
 
 def _chain_input(request: AskRequest) -> dict[str, Any]:

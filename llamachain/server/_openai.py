@@ -26,7 +26,7 @@ import time
 import uuid
 from array import array
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 _FINGERPRINT = f"llamachain-{__version__}"
 
 
-def finish_reason(reason: str | None) -> str:
+def finish_reason(reason: str | None) -> Literal["stop", "length"]:
     """OpenAI's vocabulary: a generation cut short by a timeout counts as ``length``."""
     return "length" if reason in ("length", "timeout") else "stop"
 
@@ -120,7 +120,7 @@ class _Generation:
             value = getattr(req, name)
             if value is not None:
                 kwargs[name] = value
-        if req.logprobs or req.top_logprobs is not None:
+        if req.logprobs:  # top_logprobs alone is ignored, as OpenAI needs logprobs: true
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = req.top_logprobs or 0
         if req.response_format is not None:
@@ -139,9 +139,9 @@ class _Generation:
         tokens, params = await run_in_threadpool(self.prepare)
         # The engine's astream, without its extra generator layer: closing this one sets the
         # cancel event at once rather than when the garbage collector finalizes the inner one.
-        engine = self.engine
+        engine, timeout = self.engine, self.model.timeout
         stream: AsyncIterator[Chunk] = aiter_in_thread(
-            lambda cancel: engine.stream(tokens, params, cancel=cancel)
+            lambda cancel: engine.stream(tokens, params, cancel=cancel, timeout=timeout)
         )
         return stream
 
@@ -179,7 +179,7 @@ class _Generation:
                 Choice(
                     message=AssistantMessage(content="".join(parts)),
                     logprobs=payload,
-                    finish_reason=finish_reason(last.finish_reason if last else None),  # type: ignore[arg-type]
+                    finish_reason=finish_reason(last.finish_reason if last else None),
                 )
             ],
             usage=usage_of(last),
@@ -310,7 +310,11 @@ def _created(path_of: Any) -> int:
 def router(state: ServerState) -> APIRouter:
     r = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 
-    @r.post("/chat/completions", response_model=ChatCompletion)
+    @r.post(
+        "/chat/completions",
+        response_model=ChatCompletion,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
     async def chat_completions(request: ChatCompletionRequest) -> Any:
         """Chat with the served model; ``stream: true`` sends ``chat.completion.chunk``
         server-sent events ending with ``data: [DONE]``."""

@@ -129,6 +129,35 @@ def test_streamed_chat_matches_the_whole_answer(client: openai.OpenAI) -> None:
     assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
 
 
+def test_logprobs_and_json_schema_output(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(
+        model="x",
+        messages=[{"role": "user", "content": "Name a colour."}],
+        max_tokens=6,
+        logprobs=True,
+        top_logprobs=2,
+    )
+    lp = r.choices[0].logprobs
+    assert lp is not None and len(lp.content) == r.usage.completion_tokens
+    assert "".join(t.token for t in lp.content) == r.choices[0].message.content
+    assert all(t.logprob <= 0 and len(t.top_logprobs) == 2 for t in lp.content)
+    # greedy: the chosen token is the most likely one
+    assert all(t.logprob == pytest.approx(t.top_logprobs[0].logprob) for t in lp.content)
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 20}},
+        "required": ["city"],
+    }
+    j = client.chat.completions.create(
+        model="x",
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=40,
+        response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
+    )
+    assert j.choices[0].finish_reason == "stop"
+    assert set(json.loads(j.choices[0].message.content)) == {"city"}
+
+
 def test_embeddings_float_and_base64(client: openai.OpenAI) -> None:
     texts = ["The cat sat on the mat.", "A kitten rested on a rug.", "Stock prices fell sharply."]
     floats = client.embeddings.create(
