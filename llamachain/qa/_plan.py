@@ -268,9 +268,19 @@ def _call_kwargs(llm: Any, cfg: QAConfig, valid: list[int]) -> dict[str, Any]:
         if cfg.structured:
             kw["json_schema"] = structured_schema(valid)
             kw.pop("stop")
-    elif cfg.structured:
-        kw = {"structured": structured_schema(valid)}
+    else:
+        if cfg.structured:
+            kw = {"structured": structured_schema(valid)}
+        kw.update(_length_kwargs(llm, cfg.answer_tokens))
     return kw
+
+
+def _length_kwargs(llm: Any, max_tokens: int) -> dict[str, Any]:
+    """``max_tokens`` for another model that has such a field (ChatOpenAI, ChatAnthropic, ...:
+    they send call keywords with the request), so the answer budget the packing reserved is
+    the one the model keeps to; nothing for a model that would reject the keyword."""
+    fields = getattr(type(llm), "model_fields", None) or {}
+    return {"max_tokens": max_tokens} if "max_tokens" in fields else {}
 
 
 def _our_call_kwargs() -> frozenset[str]:
@@ -383,6 +393,8 @@ def _rewrite_kwargs(llm: Any, max_tokens: int) -> dict[str, Any]:
     kw: dict[str, Any] = {"stop": ["\n"]}
     if is_ours(llm):
         kw.update(max_tokens=max_tokens, temperature=0.0)
+    else:
+        kw.update(_length_kwargs(llm, max_tokens))
     return kw
 
 

@@ -5,8 +5,8 @@ The official ``openai`` client (and any other OpenAI-speaking tool) works agains
 
 - ``model`` may name anything (clients always send one); the response's ``model`` names the
   model that really answered, which ``GET /v1/models`` lists.
-- Sampling fields left out take the served model's settings -- greedy, seed 0 -- not
-  OpenAI's defaults, so the same request gives the same answer.  ``max_tokens`` (or
+- Sampling fields left out take the served model's settings -- greedy, seed 0, no repeat
+  penalty -- so the same request gives the same answer.  ``max_tokens`` (or
   ``max_completion_tokens``) is capped by ``server_max_tokens``: over it is a 422; left out,
   it is the cap or what the context window leaves, whichever is smaller.
 - A prompt that does not fit the context window is a 422 with the engine's message, as every

@@ -27,7 +27,8 @@ class ServerState:
     """The shared parts of a running server.
 
     ``chat_model`` and ``embeddings`` replace the defaults (``ChatLlama`` on the settings'
-    model, greedy; the knowledge base's embedder) -- tests and embedders of the app use them.
+    model: greedy, seed 0, no repeat penalty; the knowledge base's embedder) -- tests and
+    programs that embed the app use them.
     """
 
     def __init__(
@@ -78,7 +79,11 @@ class ServerState:
             if self._chat_model is None:
                 from llamachain.chat_models import ChatLlama
 
-                self._chat_model = ChatLlama(settings=self.settings, temperature=0.0, seed=0)
+                # Greedy, seed 0 and no repeat penalty: OpenAI's defaults have no penalty
+                # either, and GroundedQA calls its own models without one.
+                self._chat_model = ChatLlama(
+                    settings=self.settings, temperature=0.0, seed=0, repeat_penalty=1.0
+                )
             return self._chat_model
 
     @property
