@@ -107,6 +107,16 @@ class DocumentFilter:
     def is_empty(self) -> bool:
         return all(v is None for v in asdict(self).values())
 
+    def where(self) -> dict[str, Any]:
+        """The Chroma ``where`` of what :meth:`DocumentStore.query` searches for this filter,
+        for any retriever over the knowledge base (``kb.retriever(filter=f.where())``,
+        ``GroundedQA`` input ``{"question": ..., "filter": f.where()}``).  ConfigError for
+        invalid values or an empty filter."""
+        f = _checked_filter(self)
+        if f is None:
+            raise ConfigError("the filter is empty: set at least one field")
+        return df.query_where(f)
+
 
 @dataclass
 class ChunkHit:

@@ -160,14 +160,10 @@ def chroma_where(f: DocumentMetadataFilter | None) -> dict[str, Any] | None:
     """The Chroma ``where`` that selects what ``/query`` would return for this filter: plugin
     documents whose metadata match, and ingested files for a filter on nothing but
     ``document_id`` (their path) and/or ``source: "file"``."""
-    from llamachain import _doc_filter as df
     from llamachain.server._plugin import _filter
 
     doc_filter = _filter(f)
-    if doc_filter is None:
-        return None
-    df.check_filter(doc_filter)
-    return df.query_where(doc_filter)  # what DocumentStore.query searches for the filter
+    return None if doc_filter is None else doc_filter.where()
 
 
 def _chain_input(request: AskRequest) -> dict[str, Any]:

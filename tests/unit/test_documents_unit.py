@@ -510,3 +510,20 @@ def test_query_uses_the_settings_mode_and_an_empty_store_finds_nothing(tmp_path,
     assert hits[0].document_id == "a"
     # One method ranks alone (1/61 for the first); hybrid adds both methods' shares.
     assert hits[0].score == pytest.approx(2 / 61 if mode == "hybrid" else 1 / 61)
+
+
+def test_a_filter_gives_the_where_that_query_searches() -> None:
+    from llamachain.documents import DocumentFilter
+
+    where = DocumentFilter(author="ops", start_date="2024-01-01").where()
+    assert where == {
+        "$and": [
+            {"origin": "document"},
+            {"author": "ops"},
+            {"created_at_ts": {"$gte": timestamp("2024-01-01", "start_date")}},
+        ]
+    }
+    with pytest.raises(ConfigError, match="empty"):
+        DocumentFilter().where()
+    with pytest.raises(ConfigError):
+        DocumentFilter(start_date="not a date").where()
