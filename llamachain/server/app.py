@@ -172,10 +172,10 @@ def create_app(settings: Settings | None = None, *, state: ServerState | None = 
             model_loaded=state.model_loaded,
         )
 
-    from llamachain.server import _ask, _openai, _plugin
+    from llamachain.server import _ask, _openai, _plugin, _tokens
 
     auth = [Depends(_auth_dependency(settings))]
-    for module in (_plugin, _ask, _openai):
+    for module in (_plugin, _ask, _openai, _tokens):
         app.include_router(module.router(state), dependencies=auth, responses=_ERRORS)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=auth)

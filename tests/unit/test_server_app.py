@@ -253,3 +253,27 @@ async def test_browser_origins_are_allowed_only_when_configured(tmp_path: Path) 
             r = await c.options("/query", headers=preflight)
             got = r.headers.get("access-control-allow-origin")
             assert (got == "https://chat.example.org") is allowed, (origins, r.headers)
+
+
+async def test_tokenize_detokenize_and_props_use_the_served_model(tmp_path: Path) -> None:
+    from llamachain.chat_models import ChatLlama
+    from llamachain.testing import FakeEngine
+
+    engine = FakeEngine(n_ctx=3072, model_name="fake-served")
+    s = Settings(home=tmp_path / "home", server_token=SecretStr(TOKEN), server_max_tokens=77)
+    state = ServerState(s, chat_model=ChatLlama(engine=engine), embeddings=FakeEmbeddings())
+    transport = httpx.ASGITransport(app=create_app(state=state))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        r = await c.post("/tokenize", json={"content": "hello big world"}, headers=AUTH)
+        ids = r.json()["tokens"]
+        assert ids == engine.tokenize("hello big world") and len(ids) == 3
+        r = await c.post("/tokenize", json={"content": "x", "add_special": True}, headers=AUTH)
+        assert r.json()["tokens"][0] == 0
+        r = await c.post("/detokenize", json={"tokens": ids}, headers=AUTH)
+        assert r.json()["content"] == engine.detokenize(ids)
+        props = (await c.get("/props", headers=AUTH)).json()
+        assert props["n_ctx"] == 3072 and props["max_tokens"] == 77
+        assert props["model"] == "fake-served" and props["knowledge_base"] == "default"
+        assert (await c.post("/tokenize", json={"content": "x"})).status_code == 401
+        r = await c.post("/tokenize", json={"text": "x"}, headers=AUTH)
+        assert r.status_code == 422 and "content" in r.json()["detail"]
