@@ -6,7 +6,8 @@ small real corpus through ``/upsert-file`` (the Pallets pages of ``examples/data
 per client thread) measures:
 
 * ``POST /query``   -- one query per request, top_k 4, the questions in turn;
-* ``POST /upsert``  -- one small document per request under a new id (so it is embedded);
+* ``POST /upsert``  -- one small document per request under a new id (so it is embedded),
+  deleted again after the cell, so every cell starts from the corpus alone;
 * ``POST /ask``     -- ``stream: true``; time to the first SSE ``token`` event, and to the end.
 
 Then it stops the server and runs the same work in-process on the same knowledge base -- the
@@ -319,8 +320,11 @@ def bench_http(args: argparse.Namespace, home: Path, env: dict[str, str]) -> Jso
                 args.requests, clients, http_query(qs), server.client, args.duration
             )
             cells["upsert"] = run_load(
-                args.requests, clients, http_upsert(f"http{clients}"), server.client, args.duration
+                args.requests, clients, http_upsert(f"bench{clients}"), server.client, args.duration
             )
+            with server.client() as c:  # back to the corpus alone, as the anchor will find it
+                ids = [_doc(f"bench{clients}", i)[0] for i in range(args.requests)]
+                c.request("DELETE", "/delete", json={"ids": ids}).raise_for_status()
             cells["ask"] = run_load(
                 len(sets[clients]), clients, http_ask(sets[clients], args.max_tokens), server.client
             )
@@ -388,8 +392,9 @@ def bench_inprocess(args: argparse.Namespace, home: Path) -> Json:
         cells = out.setdefault(str(clients), {})
         cells["query"] = run_load(args.requests, clients, query, duration=args.duration)
         cells["upsert"] = run_load(
-            args.requests, clients, upsert(f"local{clients}"), duration=args.duration
+            args.requests, clients, upsert(f"bench{clients}"), duration=args.duration
         )
+        store.delete(ids=[_doc(f"bench{clients}", i)[0] for i in range(args.requests)])
         cells["ask"] = run_load(len(sets[clients]), clients, ask(sets[clients]))
     return out
 
