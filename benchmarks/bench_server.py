@@ -417,7 +417,7 @@ def table(doc: Json) -> str:
         f"{doc['load'][1]:.2f}",
         "",
         f"{'route':8} {'clients':>7} {'side':10} {'n':>5} {'req/s':>7} {'p50 ms':>8} "
-        f"{'p95 ms':>8} {'TTFT p50':>8} {'TTFT p95':>8} {'cached':>6}  {'HTTP/in-process':>15}",
+        f"{'p95 ms':>8} {'TTFT p50':>8} {'TTFT p95':>8} {'abst':>4} {'cached':>6}  HTTP/in-process",
     ]
     for clients, cells in doc["http"]["cells"].items():
         for route in ("query", "upsert", "ask"):
@@ -433,13 +433,15 @@ def table(doc: Json) -> str:
                     f"{'/' + route:8} {clients:>7} {side:10} {m['requests']:>5} "
                     f"{_f(m['rps'], '.1f'):>7} {_f(m['p50'], '.1f', 1000):>8} "
                     f"{_f(m['p95'], '.1f', 1000):>8} {_f(m['ttft_p50'], '.2f'):>8} "
-                    f"{_f(m['ttft_p95'], '.2f'):>8} {_f(m['cached_p50'], '.0f'):>6}  {ratio}"
+                    f"{_f(m['ttft_p95'], '.2f'):>8} {m['abstained'] if route == 'ask' else '-':>4} "
+                    f"{_f(m['cached_p50'], '.0f'):>6}  {ratio}"
                 )
                 if m["n_errors"]:
                     lines.append(f"    {m['n_errors']} failed, e.g. {m['errors'][0]}")
     lines += [
         "",
-        "TTFT in seconds (first SSE token event / first streamed text), from the call;",
+        "TTFT in seconds (first SSE token event / first streamed text), from the call, over the",
+        "answers that were not abstentions (abst: answered with the chain's refusal, no tokens);",
         "/ask p50/p95 = whole answers; cached = prompt tokens reused from the prefix cache (p50).",
         "HTTP/in-process: the ratio of p50 latencies (TTFT for /ask) and of requests/s.",
     ]
