@@ -483,7 +483,8 @@ def test_file_names_cannot_escape_the_upload_directory(
         server.stop()
     # Nothing was written where the names point, from the server's working directory, its
     # home or the temporary directory its uploads go to.
-    for base in (Path.cwd(), home, Path(tempfile.gettempdir()) / "x" / "y"):
+    upload_dir = Path(tempfile.gettempdir()) / "llamachain-upload-x"  # where uploads are copied
+    for base in (Path.cwd(), home, upload_dir, upload_dir / "x"):
         for shown in names.values():
             if shown:
                 assert not (base / ".." / ".." / shown).resolve().exists()
