@@ -101,13 +101,23 @@ def test_no_server_errors_and_documented_responses(
     assert "Traceback" not in server.log_text()
 
 
-def test_generating_routes_never_fail_either(server: LlamachainServer, tmp_path: Path) -> None:
-    """/ask and /v1/chat/completions, fewer examples: each one runs the model (16 tokens)."""
+@pytest.mark.parametrize(
+    ("mode", "examples"),
+    [("all", "12"), ("positive", "30")],
+    ids=["valid-and-invalid", "valid-only"],
+)
+def test_generating_routes_never_fail_either(
+    server: LlamachainServer, tmp_path: Path, mode: str, examples: str
+) -> None:
+    """/ask and /v1/chat/completions, fewer examples: each valid one runs the model (at most 16
+    tokens).  The valid-only run makes sure odd but valid sampling options reach the model."""
     done = _schemathesis(
         server,
         tmp_path,
         "--max-examples",
-        "12",
+        examples,
+        "--mode",
+        mode,
         "--include-path-regex",
         GENERATING,
         "--phases",
