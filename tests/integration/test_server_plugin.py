@@ -46,6 +46,9 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ),
     ("POST", "/v1/embeddings", {"model": "default", "input": "probe"}),
     ("GET", "/v1/models", None),
+    ("POST", "/tokenize", {"content": "probe"}),
+    ("POST", "/detokenize", {"tokens": [1, 2]}),
+    ("GET", "/props", None),
 ]
 
 
