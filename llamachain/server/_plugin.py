@@ -23,6 +23,7 @@ from llamachain.server.schemas import (
     DocumentChunkWithScore,
     DocumentMetadata,
     DocumentMetadataFilter,
+    ErrorResponse,
     QueryRequest,
     QueryResponse,
     QueryResult,
@@ -106,7 +107,11 @@ def router(state: ServerState) -> APIRouter:
         ]
         return UpsertResponse(ids=state.documents.upsert(inputs))
 
-    @r.post("/upsert-file", response_model=UpsertResponse)
+    @r.post(
+        "/upsert-file",
+        response_model=UpsertResponse,
+        responses={415: {"model": ErrorResponse, "description": "Unsupported file type."}},
+    )
     def upsert_file(
         file: Annotated[UploadFile, File(description="txt, md, rst, html, pdf, docx or man page.")],
         metadata: Annotated[

@@ -110,6 +110,17 @@ def _install_error_handlers(app: FastAPI) -> None:
             content={"detail": f"invalid request: {_validation_message(exc)}"},
         )
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        status, detail = exc.status_code, exc.detail
+        # FastAPI's answer to a body it cannot decode at all (not UTF-8, a broken multipart
+        # stream) is a bare 400; it is an invalid request like any other.
+        if status == 400 and detail == "There was an error parsing the body":
+            status = 422
+            detail = "invalid request: the body cannot be read (send UTF-8 JSON, or multipart"
+            detail += " form data for /upsert-file)"
+        return JSONResponse(status_code=status, content={"detail": detail}, headers=exc.headers)
+
     @app.exception_handler(LlamaChainError)
     async def _library(request: Request, exc: LlamaChainError) -> JSONResponse:
         status = _status_for(exc)

@@ -277,3 +277,12 @@ async def test_tokenize_detokenize_and_props_use_the_served_model(tmp_path: Path
         assert (await c.post("/tokenize", json={"content": "x"})).status_code == 401
         r = await c.post("/tokenize", json={"text": "x"}, headers=AUTH)
         assert r.status_code == 422 and "content" in r.json()["detail"]
+
+
+async def test_undecodable_bodies_are_422_too(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/query", content=b"\xff\xfe{", headers={**AUTH, "content-type": "application/json"}
+    )
+    assert r.status_code == 422 and "UTF-8" in r.json()["detail"]
+    r = await client.get("/no-such-route", headers=AUTH)
+    assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
