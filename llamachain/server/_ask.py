@@ -51,6 +51,8 @@ class AskRequest(BaseModel):
 
 
 class AskCitation(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     n: int = Field(description="The [n] marker in the answer.")
     chunk_id: str
     source: str
@@ -61,6 +63,8 @@ class AskCitation(BaseModel):
 
 
 class AskChunk(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # SourceChunk, its ``packed`` included
+
     n: int | None = Field(description="The number the chunk is cited by.")
     id: str
     text: str
@@ -110,36 +114,9 @@ class AskResponse(BaseModel):
             answer=r.answer,
             abstained=r.abstained,
             abstain_reason=r.abstain_reason,
-            citations=[
-                AskCitation(
-                    n=c.n,
-                    chunk_id=c.chunk_id,
-                    source=c.source,
-                    file_name=c.file_name,
-                    section=c.section,
-                    page=c.page,
-                    snippet=c.snippet,
-                )
-                for c in r.citations
-            ],
+            citations=[AskCitation.model_validate(c) for c in r.citations],
             sources=r.sources,
-            chunks=[
-                AskChunk(
-                    n=c.n,
-                    id=c.id,
-                    text=c.text,
-                    source=c.source,
-                    file_name=c.file_name,
-                    section=c.section,
-                    page=c.page,
-                    score=c.score,
-                    rank=c.rank,
-                    dense_score=c.dense_score,
-                    bm25_score=c.bm25_score,
-                    packed=c.packed,
-                )
-                for c in r.chunks
-            ],
+            chunks=[AskChunk.model_validate(c) for c in r.chunks],
             model_answer=r.model_answer,
             quote=r.quote,
             support=r.support,

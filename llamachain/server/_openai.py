@@ -264,14 +264,15 @@ class OpenAIRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def route(request: Request) -> Response:
-            from llamachain.server.app import _status_for, _validation_message
+            from llamachain.server.app import _status_for, http_error, validation_message
 
             try:
                 return await handler(request)
             except RequestValidationError as e:
-                status, message, headers = 422, f"invalid request: {_validation_message(e)}", None
+                message = f"invalid request: {validation_message(e.errors())}"
+                status, headers = 422, None
             except StarletteHTTPException as e:
-                status, message, headers = e.status_code, str(e.detail), e.headers
+                (status, message), headers = http_error(e), e.headers
             except LlamaChainError as e:
                 status, message, headers = _status_for(e), str(e), None
                 if status >= 500:
@@ -340,7 +341,7 @@ def router(state: ServerState) -> APIRouter:
             raise HTTPException(
                 422,
                 f"invalid request: dimensions {request.dimensions} is not supported; "
-                f"{_embedder_id(state)} gives {dimension}-dimensional vectors (leave it out)",
+                f"{embedder_id(state)} gives {dimension}-dimensional vectors (leave it out)",
             )
         texts = request.texts
         vectors = embedder.embed_documents(texts)
@@ -356,7 +357,7 @@ def router(state: ServerState) -> APIRouter:
         ]
         return EmbeddingResponse(
             data=data,
-            model=_embedder_id(state),
+            model=embedder_id(state),
             usage=EmbeddingUsage(prompt_tokens=n_tokens, total_tokens=n_tokens),
         )
 
@@ -365,7 +366,7 @@ def router(state: ServerState) -> APIRouter:
         return [
             Model(id=state.model_id, created=_created(lambda: chat.engine.model_path)),
             Model(
-                id=_embedder_id(state),
+                id=embedder_id(state),
                 created=_created(lambda: state.embeddings.model_dir),  # type: ignore[attr-defined]
             ),
         ]
@@ -390,5 +391,6 @@ def router(state: ServerState) -> APIRouter:
     return r
 
 
-def _embedder_id(state: ServerState) -> str:
+def embedder_id(state: ServerState) -> str:
+    """The name the embedder is listed under (``/v1/models``, ``/props``)."""
     return str(getattr(state.embeddings, "model_id", type(state.embeddings).__name__))

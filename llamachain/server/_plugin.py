@@ -211,8 +211,7 @@ def _parse_metadata(raw: str | None) -> DocumentMetadata | None:
     try:
         return DocumentMetadata.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first.get("loc", ())) or "metadata"
-        raise HTTPException(
-            422, f"invalid request: metadata.{where}: {first.get('msg', 'invalid')}"
-        ) from None
+        from llamachain.server.app import validation_message
+
+        message = validation_message(e.errors(), "metadata.")
+        raise HTTPException(422, f"invalid request: {message}") from None

@@ -87,11 +87,13 @@ def router(state: ServerState) -> APIRouter:
         """What a remote client needs to plan prompts: the model and its context window."""
         engine = state.chat_model.engine
         n_ctx = await run_in_threadpool(lambda: engine.n_ctx)
-        embedder = await run_in_threadpool(lambda: state.embeddings)
+        from llamachain.server._openai import embedder_id
+
+        embedding_model = await run_in_threadpool(embedder_id, state)
         return Props(
             model=state.model_id,
             n_ctx=int(n_ctx),
-            embedding_model=str(getattr(embedder, "model_id", type(embedder).__name__)),
+            embedding_model=embedding_model,
             knowledge_base=state.kb_name,
             max_tokens=state.settings.server_max_tokens,
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -93,13 +94,28 @@ def _status_for(error: LlamaChainError) -> int:
     return 503
 
 
-def _validation_message(exc: RequestValidationError) -> str:
+def validation_message(errors: Sequence[Any], prefix: str = "") -> str:
+    """``field.path: message; ...`` for pydantic errors (the first five), each path after
+    ``prefix`` (e.g. ``"metadata."`` for a form field validated on its own)."""
     parts = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
+    for err in errors[:5]:
+        where = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+        where = prefix + where if where else prefix.rstrip(".") or "body"
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
-    more = len(exc.errors()) - 5
+    more = len(errors) - 5
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def http_error(exc: StarletteHTTPException) -> tuple[int, str]:
+    """``(status, detail)`` to answer an HTTP exception with.  FastAPI's answer to a body it
+    cannot decode at all (not UTF-8, a broken multipart stream) is a bare 400; here it is an
+    invalid request like any other."""
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        return 422, (
+            "invalid request: the body cannot be read (send UTF-8 JSON, or multipart form "
+            "data for /upsert-file)"
+        )
+    return exc.status_code, str(exc.detail)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -107,18 +123,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(
             status_code=422,
-            content={"detail": f"invalid request: {_validation_message(exc)}"},
+            content={"detail": f"invalid request: {validation_message(exc.errors())}"},
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        status, detail = exc.status_code, exc.detail
-        # FastAPI's answer to a body it cannot decode at all (not UTF-8, a broken multipart
-        # stream) is a bare 400; it is an invalid request like any other.
-        if status == 400 and detail == "There was an error parsing the body":
-            status = 422
-            detail = "invalid request: the body cannot be read (send UTF-8 JSON, or multipart"
-            detail += " form data for /upsert-file)"
+        status, detail = http_error(exc)
         return JSONResponse(status_code=status, content={"detail": detail}, headers=exc.headers)
 
     @app.exception_handler(LlamaChainError)

@@ -7,10 +7,9 @@ The plugin models have the field names and JSON shapes of openai/chatgpt-retriev
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import Enum
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 _MAX_TEXT = 1_000_000  # characters in one document (a large book chapter)
 _MAX_ID = 512
@@ -22,18 +21,15 @@ class Source(str, Enum):
     chat = "chat"
 
 
-def _check_date(value: str | None) -> str | None:
+def _check_date(value: str | None, what: str) -> str | None:
+    """The library's own ISO 8601 rule (a ConfigError is a ValueError, so pydantic reports it
+    under the field), so what the schema accepts is what the DocumentStore accepts."""
     if value is None:
         return None
-    text = value.strip()
-    try:
-        datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"{value!r} is not an ISO 8601 date or date-time (e.g. 2024-05-01 or "
-            "2024-05-01T12:00:00Z)"
-        ) from None
-    return text
+    from llamachain._doc_filter import parse_time
+
+    parse_time(value, what)
+    return value.strip()
 
 
 class DocumentMetadata(BaseModel):
@@ -47,8 +43,8 @@ class DocumentMetadata(BaseModel):
 
     @field_validator("created_at")
     @classmethod
-    def _date(cls, v: str | None) -> str | None:
-        return _check_date(v)
+    def _date(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return _check_date(v, str(info.field_name))
 
 
 class DocumentChunkMetadata(DocumentMetadata):
@@ -91,8 +87,8 @@ class DocumentMetadataFilter(BaseModel):
 
     @field_validator("start_date", "end_date")
     @classmethod
-    def _date(cls, v: str | None) -> str | None:
-        return _check_date(v)
+    def _date(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return _check_date(v, str(info.field_name))
 
 
 class Query(BaseModel):

@@ -284,5 +284,9 @@ async def test_undecodable_bodies_are_422_too(client: httpx.AsyncClient) -> None
         "/query", content=b"\xff\xfe{", headers={**AUTH, "content-type": "application/json"}
     )
     assert r.status_code == 422 and "UTF-8" in r.json()["detail"]
+    r = await client.post(
+        "/v1/embeddings", content=b"\xff{", headers={**AUTH, "content-type": "application/json"}
+    )
+    assert r.status_code == 422 and "UTF-8" in r.json()["error"]["message"]
     r = await client.get("/no-such-route", headers=AUTH)
     assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
