@@ -22,7 +22,7 @@ import hashlib
 import logging
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from llamachain.errors import ConfigError
 
 if TYPE_CHECKING:
     from llamachain.documents import DocumentFilter
+    from llamachain.ingest.chunking import Chunk
     from llamachain.vectorstores import ChromaVectorStore
 
 log = logging.getLogger(__name__)
@@ -257,32 +258,23 @@ def check_id(value: object, position: int) -> str:
 
 
 def cut(
-    doc_id: str,
-    sections: list[tuple[str, int | None, str]],
-    shared: dict[str, Any],
-    tokenizer: Any,
-    size: int,
-    overlap: int,
+    doc_id: str, chunks: Sequence[Chunk], shared: dict[str, Any]
 ) -> tuple[list[str], list[str], list[dict[str, Any]]]:
-    """``(chunk ids, texts, metadatas)`` of a document's ``(heading, page, text)`` sections,
-    cut by the file ingestion's chunker.  A chunk id names the document, the chunk's position
-    and its text, so the same text upserted again gets the same ids."""
-    from llamachain.ingest.chunking import split_text
-
+    """``(chunk ids, texts, metadatas)`` of a document's chunks (cut by the file ingestion's
+    :func:`~llamachain.ingest.chunking.chunk_document`).  A chunk id names the document, the
+    chunk's position and its text, so the same text upserted again gets the same ids."""
     ids: list[str] = []
     texts: list[str] = []
     metas: list[dict[str, Any]] = []
-    for heading, page, text in sections:
-        for start, end, n in split_text(text, tokenizer, size, overlap):
-            chunk = text[start:end]
-            m = {**shared, "chunk_index": len(ids), "heading": heading, "n_tokens": n}
-            m["start"] = start
-            if page is not None:
-                m["page"] = page
-            digest = hashlib.blake2b(chunk.encode("utf-8"), digest_size=4).hexdigest()
-            ids.append(f"{doc_id}:{len(ids):05d}-{digest}")
-            texts.append(chunk)
-            metas.append(m)
+    for c in chunks:
+        m = {**shared, "chunk_index": c.index, "heading": c.heading, "n_tokens": c.n_tokens}
+        m["start"] = c.start
+        if c.page is not None:
+            m["page"] = c.page
+        digest = hashlib.blake2b(c.text.encode("utf-8"), digest_size=4).hexdigest()
+        ids.append(f"{doc_id}:{c.index:05d}-{digest}")
+        texts.append(c.text)
+        metas.append(m)
     return ids, texts, metas
 
 

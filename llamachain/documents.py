@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from llamachain import _doc_filter as df
 from llamachain.errors import ConfigError, DocumentLoadError, EmbeddingError, LlamaChainError
+from llamachain.ingest.loaders import LoadedDocument, Section
 
 if TYPE_CHECKING:
     from llamachain.knowledge import KnowledgeBase
@@ -227,7 +228,7 @@ class DocumentStore:
                 raise ConfigError(f"{what} has no text to index: send a non-empty text")
             meta = _checked(doc.metadata, what)
             latest.pop(doc_id, None)
-            latest[doc_id] = self._prepare(doc_id, [("", None, text)], meta, None, "text")
+            latest[doc_id] = self._prepare(doc_id, [Section(text)], meta, None, "text")
             ids.append(doc_id)
         self._write(list(latest.values()))
         return ids
@@ -256,7 +257,7 @@ class DocumentStore:
             loaded = load_file(Path(path))
         except DocumentLoadError as e:  # name the file as the caller knows it
             raise DocumentLoadError(shown, e.problem) from e
-        sections = [(s.heading, s.page, s.text) for s in loaded.sections if s.text.strip()]
+        sections = [s for s in loaded.sections if s.text.strip()]
         if not sections:
             raise DocumentLoadError(shown, "the file has no text to index")
         self._write([self._prepare(doc_id, sections, meta, shown, loaded.file_type)])
@@ -265,7 +266,7 @@ class DocumentStore:
     def _prepare(
         self,
         doc_id: str,
-        sections: list[tuple[str, int | None, str]],
+        sections: list[Section],
         meta: DocumentMetadata,
         filename: str | None,
         file_type: str,
@@ -273,8 +274,12 @@ class DocumentStore:
         plugin = meta.to_dict()
         title = df.readable_title(doc_id, plugin, filename)
         shared = df.chunk_metadata(doc_id, plugin, title=title, file_type=file_type)
+        from llamachain.ingest.chunking import chunk_document
+
+        doc = LoadedDocument(Path(filename or doc_id), file_type, title, sections)
         size, overlap = self._sizes
-        ids, texts, metas = df.cut(doc_id, sections, shared, self.kb.embeddings, size, overlap)
+        chunks = chunk_document(doc, self.kb.embeddings, size, overlap)  # type: ignore[arg-type]
+        ids, texts, metas = df.cut(doc_id, chunks, shared)
         prep = _Prepared(doc_id, ids, texts, metas)
         if not prep.ids:
             raise ConfigError(f"document {doc_id!r} has no text to index")
