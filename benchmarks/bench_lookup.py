@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from llamachain.engine._decode import PREFILL_BLOCK
@@ -223,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=physical_cores())
+    ap.add_argument(
+        "--model",
+        help="a GGUF path, a known model name, or a quant type (q8_0, q4_0...) of the default "
+        "model, made once with `llamachain quantize` (default: the bundled Q4_1 file)",
+    )
     ap.add_argument("--n-ctx", type=int, default=2048)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--max-tokens", type=int, default=96)
@@ -245,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     if load0 > 0.5:
         log(f"warning: 1-minute load average is {load0:.2f}; numbers will be noisy")
     wall = time.perf_counter()
-    result: dict[str, Any] = {"threads": args.threads, "reps": args.reps, "load_start": load0}
+    result: dict[str, Any] = {"model": args.model or "", "threads": args.threads, "reps": args.reps, "load_start": load0}
     if not args.skip_decode:
         result["decode"] = bench_decode(args, log)
     if not args.skip_snapshots:
@@ -257,6 +263,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         render(result)
     return 0
+
+
+def model_of(args: argparse.Namespace) -> str | None:
+    """--model as the engine takes it: a quant type names a cached variant of the default."""
+    from llamachain.models import quantized_variant
+    from llamachain.models.quantize import QUANT_TYPES
+
+    if args.model and args.model.lower() in QUANT_TYPES:
+        return str(quantized_variant(args.model, Path.home() / ".llamachain"))
+    return args.model
 
 
 def make_raw(engine: Any, flash_attn: bool) -> Any:
@@ -278,7 +294,9 @@ def make_raw(engine: Any, flash_attn: bool) -> Any:
 def bench_decode(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     from llamachain.engine import LlamaEngine, ModelCache, SamplingParams
 
-    engine = LlamaEngine(n_ctx=args.n_ctx, n_threads=args.threads, cache=ModelCache()).load()
+    engine = LlamaEngine(
+        model_of(args), n_ctx=args.n_ctx, n_threads=args.threads, cache=ModelCache()
+    ).load()
     raw = make_raw(engine, engine.flash_attn)
     raw_plain = make_raw(engine, False)
     plain = SamplingParams(temperature=0, max_tokens=args.max_tokens, repeat_penalty=1.0)
@@ -354,7 +372,7 @@ def bench_decode(args: argparse.Namespace, log: Callable[[str], None]) -> dict[s
 def bench_snapshots(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     from llamachain.engine import LlamaEngine, ModelCache, SamplingParams
 
-    common = {"n_ctx": args.n_ctx, "n_threads": args.threads}
+    common = {"model": model_of(args), "n_ctx": args.n_ctx, "n_threads": args.threads}
     on = LlamaEngine(**common, cache=ModelCache()).load()
     off = LlamaEngine(**common, prefix_snapshots=0, cache=ModelCache()).load()
     raw = make_raw(on, on.flash_attn)
@@ -424,7 +442,7 @@ def render(res: dict[str, Any]) -> None:
     from llamachain.models.registry import DEFAULT_MODEL
 
     print(
-        f"{DEFAULT_MODEL}  llama-cpp-python {llama_cpp.__version__}  threads={res['threads']}  "
+        f"{res.get('model') or DEFAULT_MODEL}  llama-cpp-python {llama_cpp.__version__}  threads={res['threads']}  "
         f"median of {res['reps']} reps  1-min load {res['load_start']:.2f} -> "
         f"{res['load_end']:.2f}  ({res['wall_seconds']:.0f} s)"
     )

@@ -49,6 +49,20 @@ def lookup_blocker(params: SamplingParams, grammar: Any, llama: Any) -> str | No
     return None
 
 
+def next_limit(limit: int, drafted: int, agreed: int, max_draft: int) -> int:
+    """The next draft's length after ``agreed`` of ``drafted`` tokens were accepted.
+
+    A rejected token still costs its share of the forward pass, so after a miss the next
+    draft is only one token longer than what was accepted; a fully accepted draft lets the
+    length grow back by two, up to ``max_draft``.  On the quote tasks of
+    ``benchmarks/bench_lookup.py`` this keeps the long runs of copied text while spending
+    fewer rejected tokens where the model paraphrases.
+    """
+    if agreed >= drafted:
+        return min(max_draft, limit + 2)
+    return max(1, min(max_draft, agreed + 1))
+
+
 class LookupDecoder:
     """Yields the greedy continuation of a prefilled prompt as lists of tokens, one per step.
 
@@ -88,11 +102,12 @@ class LookupDecoder:
         drafter = NgramDrafter(self.tokens)
         drafter.append(tok)
         batch = LlamaBatch(n_tokens=self.max_draft + 1, embd=0, n_seq_max=1, verbose=False)
+        limit = self.max_draft  # the draft length, adapted to how well drafts are doing
         try:
             yield [tok]
             while True:
                 n_past = llama.n_tokens
-                room = min(self.max_draft, self.max_new - made - 1, n_ctx - n_past - 1)
+                room = min(limit, self.max_new - made - 1, n_ctx - n_past - 1)
                 draft = drafter.draft(room)
                 seq = [tok, *draft]
                 batch.set_batch(batch=seq, n_past=n_past, logits_all=True)
@@ -115,6 +130,8 @@ class LookupDecoder:
                 self.passes += 1
                 self.drafted += len(draft)
                 self.accepted += agreed
+                if draft:
+                    limit = next_limit(limit, len(draft), agreed, self.max_draft)
                 tok = out[-1]
                 made += len(out)
                 drafter.extend(out)

@@ -6,6 +6,7 @@ from llamachain import ChatLlama, LlamaLLM
 from llamachain._lc_common import CALL_KWARGS
 from llamachain.engine import SamplingParams
 from llamachain.engine._lookup import NgramDrafter
+from llamachain.engine._speculative import next_limit
 from llamachain.errors import ConfigError
 
 
@@ -64,6 +65,22 @@ def test_generated_tokens_become_draftable():
     d = NgramDrafter([10, 11, 12])
     d.extend([20, 21, 22, 23, 20, 21])
     assert d.draft(3) == [22, 23]
+
+
+def test_a_rejected_draft_shortens_the_next_one_to_what_was_accepted_plus_one():
+    assert next_limit(6, drafted=6, agreed=2, max_draft=6) == 3
+    assert next_limit(6, drafted=4, agreed=0, max_draft=6) == 1  # never below one token
+
+
+def test_a_fully_accepted_draft_grows_the_next_one_back_up_to_the_maximum():
+    limit = 1
+    seen = []
+    for _ in range(4):
+        limit = next_limit(limit, drafted=limit, agreed=limit, max_draft=6)
+        seen.append(limit)
+    assert seen == [3, 5, 6, 6]
+    # a short draft (the n-gram index found fewer tokens) that was fully accepted also grows
+    assert next_limit(2, drafted=1, agreed=1, max_draft=6) == 4
 
 
 def test_bad_ngram_bounds_are_rejected():
