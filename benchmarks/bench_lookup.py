@@ -250,8 +250,14 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()[0]
     if load0 > 0.5:
         log(f"warning: 1-minute load average is {load0:.2f}; numbers will be noisy")
+    args.model_path = model_of(args.model)  # made (once) before any timing starts
     wall = time.perf_counter()
-    result: dict[str, Any] = {"model": args.model or "", "threads": args.threads, "reps": args.reps, "load_start": load0}
+    result: dict[str, Any] = {
+        "model": args.model or "",
+        "threads": args.threads,
+        "reps": args.reps,
+        "load_start": load0,
+    }
     if not args.skip_decode:
         result["decode"] = bench_decode(args, log)
     if not args.skip_snapshots:
@@ -265,14 +271,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def model_of(args: argparse.Namespace) -> str | None:
+def model_of(name: str | None) -> str | None:
     """--model as the engine takes it: a quant type names a cached variant of the default."""
     from llamachain.models import quantized_variant
-    from llamachain.models.quantize import QUANT_TYPES
+    from llamachain.models.quantize import ALIASES, QUANT_TYPES
 
-    if args.model and args.model.lower() in QUANT_TYPES:
-        return str(quantized_variant(args.model, Path.home() / ".llamachain"))
-    return args.model
+    if name and name.strip().lower() in QUANT_TYPES.keys() | ALIASES.keys():
+        return str(quantized_variant(name, Path.home() / ".llamachain"))
+    return name
 
 
 def make_raw(engine: Any, flash_attn: bool) -> Any:
@@ -295,7 +301,7 @@ def bench_decode(args: argparse.Namespace, log: Callable[[str], None]) -> dict[s
     from llamachain.engine import LlamaEngine, ModelCache, SamplingParams
 
     engine = LlamaEngine(
-        model_of(args), n_ctx=args.n_ctx, n_threads=args.threads, cache=ModelCache()
+        args.model_path, n_ctx=args.n_ctx, n_threads=args.threads, cache=ModelCache()
     ).load()
     raw = make_raw(engine, engine.flash_attn)
     raw_plain = make_raw(engine, False)
@@ -372,7 +378,7 @@ def bench_decode(args: argparse.Namespace, log: Callable[[str], None]) -> dict[s
 def bench_snapshots(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     from llamachain.engine import LlamaEngine, ModelCache, SamplingParams
 
-    common = {"model": model_of(args), "n_ctx": args.n_ctx, "n_threads": args.threads}
+    common = {"model": args.model_path, "n_ctx": args.n_ctx, "n_threads": args.threads}
     on = LlamaEngine(**common, cache=ModelCache()).load()
     off = LlamaEngine(**common, prefix_snapshots=0, cache=ModelCache()).load()
     raw = make_raw(on, on.flash_attn)
@@ -442,7 +448,8 @@ def render(res: dict[str, Any]) -> None:
     from llamachain.models.registry import DEFAULT_MODEL
 
     print(
-        f"{res.get('model') or DEFAULT_MODEL}  llama-cpp-python {llama_cpp.__version__}  threads={res['threads']}  "
+        f"{res.get('model') or DEFAULT_MODEL}  llama-cpp-python {llama_cpp.__version__}  "
+        f"threads={res['threads']}  "
         f"median of {res['reps']} reps  1-min load {res['load_start']:.2f} -> "
         f"{res['load_end']:.2f}  ({res['wall_seconds']:.0f} s)"
     )

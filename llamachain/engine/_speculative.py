@@ -60,7 +60,7 @@ def next_limit(limit: int, drafted: int, agreed: int, max_draft: int) -> int:
     """
     if agreed >= drafted:
         return min(max_draft, limit + 2)
-    return max(1, min(max_draft, agreed + 1))
+    return agreed + 1  # < drafted <= max_draft
 
 
 class LookupDecoder:
