@@ -101,6 +101,7 @@ def engine_speed(path: Path, cfg: Config, prompt: list[int], short: list[int]) -
         n_threads=cfg.threads,
         prefix_cache=False,
         prefill_block=cfg.prefill_block,
+        prefill_copy="off",  # each format's own kernels: this compares formats with llama-bench
     ) as engine:
         engine.load()
         pp: list[float] = []

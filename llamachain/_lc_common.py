@@ -64,6 +64,11 @@ class LlamaParams(BaseModel):
         description="Prompt evaluation block (tokens): larger prefills faster, reuses shared "
         "prefixes more coarsely; None: the settings' value (64).",
     )
+    prefill_copy: str | None = Field(
+        default=None,
+        description="Evaluate prompts on a faster copy of the model: 'auto' (a Q8_0 copy of "
+        "Q4_1/Q5_1 files), 'off', or a quantization type; None: the settings' value (auto).",
+    )
 
     max_tokens: int | None = Field(default=512, description="None: until the context is full.")
     temperature: float = 0.8
@@ -112,6 +117,7 @@ class LlamaParams(BaseModel):
                     lora=self.lora,
                     prefix_cache=self.prefix_cache,
                     prefill_block=self.prefill_block,
+                    prefill_copy=self.prefill_copy,
                     settings=self.settings_,
                 )
             return self.engine_

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
         "the prefix cache can reuse a shared prefix exactly (to the block). Larger: faster "
         "prefill (256 is within 2-3% of one whole-prompt batch), coarser reuse.",
     )
+    prefill_copy: str = Field(
+        default="auto",
+        description="Evaluate prompts on a copy of the model in a type llama.cpp has fast batched "
+        "kernels for, then generate with the file itself: 'auto' (a Q8_0 copy of Q4_1/Q5_1 files "
+        "up to 2 GiB, made once and cached), 'off', or a quantization type for any file.",
+    )
     verbose: bool = Field(default=False, description="Show llama.cpp's own log output.")
 
     # --- knowledge bases -------------------------------------------------------------------
@@ -130,7 +136,7 @@ class Settings(BaseSettings):
     )
     server_cors_origins: list[str] = Field(
         default_factory=list,
-        description='Browser origins allowed to call the server (CORS), e.g. '
+        description="Browser origins allowed to call the server (CORS), e.g. "
         '["https://chat.example.org"]; default: none.',
     )
     server_max_tokens: int = Field(

@@ -154,10 +154,15 @@ def prefill(m: LoadedModel, tokens: list[int], *, prefix_cache: bool, block: int
     boundaries that were themselves evaluated that way -- makes the prefix cache exact: the
     answer at temperature 0 is the same whatever was asked before.  ``llama.generate`` then
     evaluates the rest (at most one block) and samples.  The reused state is the live one
-    or, when it offers more, a saved prefix snapshot (see :mod:`._snapshots`).  Returns the
-    tokens reused.
+    or, when it offers more, a saved prefix snapshot (see :mod:`._snapshots`).
+
+    With a prompt copy (``m.prefill``, see :mod:`._prefill_copy`) the blocks -- and the rest
+    of the prompt but its last token -- are evaluated on the copy, whose KV cells then move
+    into ``m.llama``; ``llama.generate`` evaluates the last token there.  Returns the tokens
+    reused.
     """
-    llama = m.llama
+    copy = m.prefill
+    llama = copy if copy is not None else m.llama
     if m.block != block:  # engines with another block size share this model: start afresh
         m.snapshots.clear()
         m.aligned = 0
@@ -169,7 +174,7 @@ def prefill(m: LoadedModel, tokens: list[int], *, prefix_cache: bool, block: int
         live = min(m.aligned, llama.n_tokens)
         reuse = common_blocks(llama._input_ids, tokens, min(live, boundary), block)
         if m.snapshots.enabled:
-            reuse = _use_snapshots(m, tokens, live, reuse, boundary, block)
+            reuse = _use_snapshots(m, llama, tokens, live, reuse, boundary, block)
     if reuse == 0:
         llama.reset()
     else:
@@ -178,20 +183,38 @@ def prefill(m: LoadedModel, tokens: list[int], *, prefix_cache: bool, block: int
     for i in range(reuse, boundary, block):
         llama.eval(tokens[i : i + block])
         m.aligned = i + block
+    if copy is not None and not _hand_over(m, copy, tokens):
+        m.drop_prefill("llama.cpp refused to load the copy's KV state into the model")
+        return prefill(m, tokens, prefix_cache=prefix_cache, block=block)  # on the file
     return reuse
 
 
+def _hand_over(m: LoadedModel, copy: Any, tokens: list[int]) -> bool:
+    """Finish the prompt but its last token on the copy and move the KV cells to m.llama."""
+    from llamachain.engine._prefill_copy import transfer
+
+    n = len(tokens) - 1
+    if copy.n_tokens < n:
+        copy.eval(tokens[copy.n_tokens : n])
+    return transfer(copy, m.llama, n, m.transfer_buffer)
+
+
 def _use_snapshots(
-    m: LoadedModel, tokens: list[int], live: int, reuse: int, boundary: int, block: int
+    m: LoadedModel,
+    llama: Any,
+    tokens: list[int],
+    live: int,
+    reuse: int,
+    boundary: int,
+    block: int,
 ) -> int:
-    """Save what the live state is about to lose; restore a snapshot that beats it.
+    """Save what ``llama``'s live state is about to lose; restore a snapshot that beats it.
 
     A prefix the new prompt shares with the live state (>= one block) has proved to be
     shared, so it is kept.  When the two share nothing, the whole aligned live prompt is
     kept instead: a later prompt may continue it after this one (A, B, A' interleaved).
     Either way nothing is saved that a snapshot already starts with.  Returns the new reuse.
     """
-    llama = m.llama
     snaps = m.snapshots
     keep = reuse if reuse >= block else (live if live >= block else 0)
     saved = llama._input_ids[:keep].tolist()

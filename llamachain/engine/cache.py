@@ -32,6 +32,8 @@ class LoadParams:
     verbose: bool = False
     lora: tuple[tuple[str, float], ...] = ()
     flash_attn: bool = False
+    # Evaluate prompts with a copy of the file in this type ("" for none; see _prefill_copy).
+    prefill_type: str = ""
     extra: tuple[tuple[str, Any], ...] = ()
 
 
@@ -57,16 +59,40 @@ class LoadedModel:
     # ...and in blocks of how many tokens: states evaluated in other blocks are not reused.
     block: int = 0
     snapshots: PrefixSnapshots = field(default_factory=PrefixSnapshots)
+    # The copy prompts are evaluated on (a llama_cpp.Llama), or None.  When set, ``aligned``,
+    # ``block`` and ``snapshots`` describe its state; ``llama`` receives each prompt's KV cells.
+    prefill: Any = None
+    transfer_buffer: list[Any] = field(default_factory=list)
 
     def close(self) -> None:
         with self.lock:
             if not self.closed:
                 self.closed = True
                 self.snapshots.clear()
-                try:
-                    self.llama.close()
-                except Exception:  # pragma: no cover - best effort
-                    logger.debug("error while freeing %s", self.params.path, exc_info=True)
+                self.transfer_buffer.clear()
+                for llama in (self.llama, self.prefill):
+                    if llama is None:
+                        continue
+                    try:
+                        llama.close()
+                    except Exception:  # pragma: no cover - best effort
+                        logger.debug("error while freeing %s", self.params.path, exc_info=True)
+
+    def drop_prefill(self, reason: str) -> None:
+        """Stop using the prompt copy (and free it); prompts then run on ``llama`` itself."""
+        with self.lock:
+            copy, self.prefill = self.prefill, None
+            if copy is None:
+                return
+            logger.warning("not evaluating prompts on a copy of %s: %s", self.params.path, reason)
+            self.snapshots.clear()
+            self.transfer_buffer.clear()
+            self.aligned = 0
+            self.llama.reset()
+            try:
+                copy.close()
+            except Exception:  # pragma: no cover - best effort
+                logger.debug("error while freeing the prompt copy", exc_info=True)
 
 
 def _load(params: LoadParams) -> LoadedModel:
@@ -75,6 +101,7 @@ def _load(params: LoadParams) -> LoadedModel:
 
     from llamachain.engine._lora import apply_adapters, check_adapters
     from llamachain.engine._native import capture_llama_logs, route_llama_logs
+    from llamachain.engine._prefill_copy import load_copy
 
     route_llama_logs(params.verbose)
 
@@ -116,9 +143,14 @@ def _load(params: LoadParams) -> LoadedModel:
     except BaseException:
         llama.close()
         raise
+    try:
+        copy = load_copy(params, info, llama)
+    except BaseException:
+        llama.close()
+        raise
     seconds = time.perf_counter() - start
     logger.info("loaded %s in %.2fs (n_ctx=%d)", params.path, seconds, params.n_ctx)
-    return LoadedModel(params=params, info=info, llama=llama, load_seconds=seconds)
+    return LoadedModel(params=params, info=info, llama=llama, load_seconds=seconds, prefill=copy)
 
 
 class ModelCache:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from llamachain.engine import _encoder
 from llamachain.engine._async import aiter_in_thread
 from llamachain.engine._native import detokenize, physical_cores
+from llamachain.engine._prefill_copy import check_setting, choose
 from llamachain.engine.cache import LoadedModel, LoadParams, ModelCache, model_cache
 from llamachain.engine.generation import (
     Chunk,
@@ -78,6 +79,7 @@ class LlamaEngine:
         prefill_block: int | None = None,
         prefix_snapshots: int | None = None,
         prefix_snapshot_bytes: int | None = None,
+        prefill_copy: str | None = None,
         settings: Settings | None = None,
         cache: ModelCache | None = None,
     ) -> None:
@@ -117,6 +119,10 @@ class LlamaEngine:
                 raise ConfigError(f"{name} must be an integer >= 0 (0: off), got {value!r}")
         self.prefix_snapshots = prefix_snapshots
         self.prefix_snapshot_bytes = prefix_snapshot_bytes
+        # Prompts of Q4_1/Q5_1 files are evaluated on a Q8_0 copy ("auto"): see _prefill_copy.
+        self.prefill_copy = check_setting(
+            prefill_copy if prefill_copy is not None else s.prefill_copy
+        )
         from llamachain.engine._lora import check_scale
 
         # absolute paths: the same adapter named two ways is one cached model, not two
@@ -173,6 +179,7 @@ class LlamaEngine:
             verbose=self.verbose,
             lora=self.lora,
             flash_attn=self.flash_attn,
+            prefill_type="" if self.embedding or self.lora else choose(self.prefill_copy, info),
         )
 
     def _loaded(self) -> LoadedModel:

@@ -159,12 +159,14 @@ def quantize(
     allow_requantize: bool = False,
     n_threads: int | None = None,
     progress: QuantizeProgress | None = None,
+    quiet: bool = False,
 ) -> QuantizeResult:
     """Write ``src`` quantized to ``qtype`` (e.g. ``"q4_k_m"``) to ``dst``.
 
     Quantizing an already quantized file loses quality twice; it is refused unless
     ``allow_requantize`` is true.  ``progress(started, total, tensor_name)`` is called as
-    llama.cpp starts each tensor.
+    llama.cpp starts each tensor.  ``quiet`` logs the requantization warning at debug level
+    (for working copies the library derives itself).
     """
     key = normalize_qtype(qtype)
     name = key.upper()
@@ -184,7 +186,8 @@ def quantize(
                 f"{name} loses quality twice. Quantize from an F32/F16/BF16 file, or pass "
                 "allow_requantize=True (--allow-requantize) to do it anyway"
             )
-        logger.warning(
+        logger.log(
+            logging.DEBUG if quiet else logging.WARNING,
             "requantizing %s from %s to %s: quality will be worse than quantizing from the "
             "original F32/F16 weights",
             src_path,
