@@ -22,7 +22,6 @@ import ctypes
 import hashlib
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +34,6 @@ logger = logging.getLogger(__name__)
 AUTO_TYPES: dict[str, str] = {"Q4_1": "q8_0", "Q5_1": "q8_0"}
 # "auto" makes no copy of larger files: a Q8_0 copy of a 7B model would cost ~7 GB more.
 AUTO_MAX_BYTES = 2 * 1024**3
-
-_copy_lock = threading.Lock()
 
 
 def check_setting(value: str) -> str:
@@ -92,21 +89,17 @@ def copy_path(info: ModelInfo, qtype: str) -> Path:
 
 def ensure_copy(info: ModelInfo, qtype: str, n_threads: int) -> Path:
     """The cached copy of ``info``'s file in ``qtype``, quantized now if it is missing."""
-    from llamachain.models.quantize import quantize
+    from llamachain.models.quantize import cached_quantization
 
     dst = copy_path(info, qtype)
-    with _copy_lock:
-        if dst.is_file():
-            return dst
-        dst.parent.mkdir(parents=True, exist_ok=True)
+    if not dst.is_file():
         logger.info(
             "making a %s copy of %s to evaluate its prompts faster (once; cached in %s)",
             qtype,
             Path(info.path).name,
             dst.parent,
         )
-        quantize(info.path, dst, qtype, allow_requantize=True, n_threads=n_threads, quiet=True)
-    return dst
+    return cached_quantization(info.path, dst, qtype, n_threads=n_threads, quiet=True)
 
 
 def load_copy(params: Any, info: ModelInfo, llama: Any) -> Any:
@@ -120,9 +113,9 @@ def load_copy(params: Any, info: ModelInfo, llama: Any) -> Any:
     if not params.prefill_type or params.embedding or params.lora:
         return None
     import llama_cpp
-    from llama_cpp import Llama
 
     from llamachain.engine._native import capture_llama_logs
+    from llamachain.engine.cache import open_llama
     from llamachain.models.gguf_info import read_model_info
 
     if (
@@ -136,17 +129,7 @@ def load_copy(params: Any, info: ModelInfo, llama: Any) -> Any:
         path = ensure_copy(info, params.prefill_type, params.n_threads)
         read_model_info(path)  # our checks first: llama.cpp never sees a bad file
         with capture_llama_logs():
-            copy = Llama(
-                model_path=str(path),
-                n_ctx=params.n_ctx,
-                n_batch=min(params.n_batch, params.n_ctx),
-                n_ubatch=min(params.n_batch, params.n_ctx),
-                n_threads=params.n_threads,
-                n_threads_batch=params.n_threads,
-                flash_attn=params.flash_attn,
-                verbose=params.verbose,
-                **dict(params.extra),
-            )
+            copy = open_llama(str(path), params)
     except (ValueError, RuntimeError, OSError, LlamaChainError) as e:
         removed = ""
         if path is not None:
@@ -180,19 +163,17 @@ def transfer(src: Any, dst: Any, n: int, buf: list[Any]) -> bool:
     """
     import llama_cpp
 
-    dst._ctx.kv_cache_seq_rm(-1, 0, -1)
-    dst.n_tokens = 0
+    from llamachain.engine._snapshots import Snapshot, restore
+
     if n == 0:
+        dst.reset()
+        dst._ctx.kv_cache_seq_rm(-1, 0, -1)
         return True
     size = llama_cpp.llama_state_seq_get_size(src.ctx, 0)
     if not buf or len(buf[0]) < size:
         buf[:] = [(ctypes.c_uint8 * size)()]
-    data = buf[0]
-    if llama_cpp.llama_state_seq_get_data(src.ctx, data, size, 0) != size:
-        return False
-    if llama_cpp.llama_state_seq_set_data(dst.ctx, data, size, 0) == 0:
+    if llama_cpp.llama_state_seq_get_data(src.ctx, buf[0], size, 0) != size:
+        dst.reset()
         dst._ctx.kv_cache_seq_rm(-1, 0, -1)
         return False
-    dst.input_ids[:n] = src.input_ids[:n]
-    dst.n_tokens = n
-    return True
+    return restore(dst, Snapshot(tuple(src.input_ids[:n]), buf[0], size), n)

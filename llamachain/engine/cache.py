@@ -70,13 +70,9 @@ class LoadedModel:
                 self.closed = True
                 self.snapshots.clear()
                 self.transfer_buffer.clear()
-                for llama in (self.llama, self.prefill):
-                    if llama is None:
-                        continue
-                    try:
-                        llama.close()
-                    except Exception:  # pragma: no cover - best effort
-                        logger.debug("error while freeing %s", self.params.path, exc_info=True)
+                _free(self.llama, self.params.path)
+                if self.prefill is not None:
+                    _free(self.prefill, "the prompt copy")
 
     def drop_prefill(self, reason: str) -> None:
         """Stop using the prompt copy (and free it); prompts then run on ``llama`` itself."""
@@ -89,39 +85,47 @@ class LoadedModel:
             self.transfer_buffer.clear()
             self.aligned = 0
             self.llama.reset()
-            try:
-                copy.close()
-            except Exception:  # pragma: no cover - best effort
-                logger.debug("error while freeing the prompt copy", exc_info=True)
+            _free(copy, "the prompt copy")
+
+
+def _free(llama: Any, what: str) -> None:
+    try:
+        llama.close()
+    except Exception:  # pragma: no cover - best effort
+        logger.debug("error while freeing %s", what, exc_info=True)
+
+
+def open_llama(path: str, params: LoadParams) -> Any:
+    """A ``llama_cpp.Llama`` of ``path`` with ``params``'s context, batch and threads."""
+    from llama_cpp import Llama  # lazy: heavy native import
+
+    return Llama(
+        model_path=path,
+        n_ctx=params.n_ctx,
+        n_batch=min(params.n_batch, params.n_ctx),
+        n_ubatch=min(params.n_batch, params.n_ctx),
+        n_threads=params.n_threads,
+        n_threads_batch=params.n_threads,
+        embedding=params.embedding,
+        flash_attn=params.flash_attn,
+        verbose=params.verbose,
+        **dict(params.extra),
+    )
 
 
 def _load(params: LoadParams) -> LoadedModel:
     info = read_model_info(params.path)  # our checks first: llama.cpp never sees a bad file
-    from llama_cpp import Llama  # lazy: heavy native import
-
     from llamachain.engine._lora import apply_adapters, check_adapters
     from llamachain.engine._native import capture_llama_logs, route_llama_logs
     from llamachain.engine._prefill_copy import load_copy
 
     route_llama_logs(params.verbose)
 
-    kwargs: dict[str, Any] = dict(params.extra)
     adapters = check_adapters(params.lora, info.path)  # LoRA files checked before loading too
     start = time.perf_counter()
     try:
         with capture_llama_logs() as log:
-            llama = Llama(
-                model_path=params.path,
-                n_ctx=params.n_ctx,
-                n_batch=min(params.n_batch, params.n_ctx),
-                n_ubatch=min(params.n_batch, params.n_ctx),
-                n_threads=params.n_threads,
-                n_threads_batch=params.n_threads,
-                embedding=params.embedding,
-                flash_attn=params.flash_attn,
-                verbose=params.verbose,
-                **kwargs,
-            )
+            llama = open_llama(params.path, params)
     except (ValueError, RuntimeError, OSError) as e:
         errors = [line.strip() for line in log if "error" in line.lower() or "fail" in line]
         # the first error names the cause ("unknown model architecture: ..."), later ones
@@ -140,10 +144,6 @@ def _load(params: LoadParams) -> LoadedModel:
         ) from e
     try:
         apply_adapters(llama, adapters)
-    except BaseException:
-        llama.close()
-        raise
-    try:
         copy = load_copy(params, info, llama)
     except BaseException:
         llama.close()

@@ -261,9 +261,21 @@ def quantized_variant(qtype: str, home: str | os.PathLike[str]) -> Path:
     if name == _DEFAULT_MODEL_TYPE:
         return src
     dst = Path(home).expanduser() / "models" / "variants" / f"{DEFAULT_MODEL_STEM}.{name}.gguf"
+    return cached_quantization(src, dst, name)
+
+
+def cached_quantization(
+    src: str | os.PathLike[str],
+    dst: Path,
+    qtype: str,
+    *,
+    n_threads: int | None = None,
+    quiet: bool = False,
+) -> Path:
+    """``dst`` if it exists, else ``src`` (re)quantized to ``qtype`` there; made once."""
     with _variant_lock:
         if dst.is_file():
             return dst
         dst.parent.mkdir(parents=True, exist_ok=True)
-        quantize(src, dst, name, allow_requantize=True)
+        quantize(src, dst, qtype, allow_requantize=True, n_threads=n_threads, quiet=quiet)
     return dst
