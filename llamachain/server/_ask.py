@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.concurrency import run_in_threadpool
 
 from llamachain.errors import LlamaChainError
@@ -40,7 +40,7 @@ class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     question: str = Field(min_length=1, max_length=10_000)
-    stream: bool = Field(default=False, description="Server-sent events instead of one JSON.")
+    stream: StrictBool = Field(default=False, description="Server-sent events instead of one JSON.")
     k: int | None = Field(default=None, ge=1, le=100, description="Chunks retrieved.")
     max_tokens: int | None = Field(
         default=None, ge=1, description="The answer's token limit (at most server_max_tokens)."

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
 _MAX_TEXT = 1_000_000  # characters in one message or embedding input
 _MAX_STOP = 16
@@ -71,7 +78,7 @@ class ChatMessage(_Permissive):
 
 
 class StreamOptions(_Permissive):
-    include_usage: bool | None = Field(
+    include_usage: StrictBool | None = Field(
         default=None, description="Send a last chunk with the usage (and no choices)."
     )
 
@@ -79,7 +86,7 @@ class StreamOptions(_Permissive):
 class JSONSchemaFormat(_Permissive):
     name: str | None = None
     schema_: dict[str, Any] = Field(alias="schema")
-    strict: bool | None = None
+    strict: StrictBool | None = None
 
 
 class ResponseFormat(_Permissive):
@@ -122,9 +129,9 @@ class ChatCompletionRequest(_Permissive):
     stop: str | list[str] | None = None
     seed: int | None = Field(default=None, description="Unset: the served model's (0).")
     n: int | None = Field(default=None, description="Only 1 is supported.")
-    stream: bool | None = False
+    stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
-    logprobs: bool | None = None
+    logprobs: StrictBool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = None
     frequency_penalty: float | None = Field(default=None, description="Only 0 is supported.")

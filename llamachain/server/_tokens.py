@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.concurrency import run_in_threadpool
 
 if TYPE_CHECKING:
@@ -23,8 +23,8 @@ class TokenizeRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     content: str = Field(max_length=_MAX_TEXT)
-    add_special: bool = Field(default=False, description="Add the model's BOS token.")
-    parse_special: bool = Field(
+    add_special: StrictBool = Field(default=False, description="Add the model's BOS token.")
+    parse_special: StrictBool = Field(
         default=False, description="Read special-token text (e.g. <|im_start|>) as one token."
     )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator
 
 _MAX_TEXT = 1_000_000  # characters in one document (a large book chapter)
 _MAX_ID = 512
@@ -121,7 +121,7 @@ class QueryResponse(BaseModel):
 class DeleteRequest(BaseModel):
     ids: list[str] | None = Field(default=None, max_length=10_000)
     filter: DocumentMetadataFilter | None = None
-    delete_all: bool | None = False
+    delete_all: StrictBool | None = False
 
 
 class DeleteResponse(BaseModel):

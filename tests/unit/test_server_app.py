@@ -290,3 +290,40 @@ async def test_undecodable_bodies_are_422_too(client: httpx.AsyncClient) -> None
     assert r.status_code == 422 and "UTF-8" in r.json()["error"]["message"]
     r = await client.get("/no-such-route", headers=AUTH)
     assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
+
+
+async def test_flags_must_be_json_booleans_not_strings_or_numbers(tmp_path: Path) -> None:
+    # pydantic's lax mode would read "yes", "false", 1 or 0 as booleans: {"delete_all": 1}
+    # emptied the knowledge base; a typed-by-hand flag is refused instead of guessed
+    from llamachain.chat_models import ChatLlama
+    from llamachain.testing import FakeEngine
+
+    s = Settings(home=tmp_path / "home", server_token=SecretStr(TOKEN))
+    state = ServerState(s, chat_model=ChatLlama(engine=FakeEngine()), embeddings=FakeEmbeddings())
+    transport = httpx.ASGITransport(app=create_app(state=state))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        docs = {"documents": [{"id": "keep", "text": "The VPN listens on port 443."}]}
+        assert (await c.post("/upsert", json=docs, headers=AUTH)).status_code == 200
+        for flag in ("false", "yes", 1, 0):
+            r = await c.request("DELETE", "/delete", json={"delete_all": flag}, headers=AUTH)
+            assert r.status_code == 422 and "delete_all" in r.json()["detail"], flag
+        hits = await c.post("/query", json={"queries": [{"query": "VPN port"}]}, headers=AUTH)
+        hit_ids = [h["metadata"]["document_id"] for h in hits.json()["results"][0]["results"]]
+        assert hit_ids == ["keep"]
+        r = await c.post("/ask", json={"question": "Which port?", "stream": 0}, headers=AUTH)
+        assert r.status_code == 422 and "stream" in r.json()["detail"]
+        msgs = [{"role": "user", "content": "hi"}]
+        for extra in (
+            {"stream": "true"},
+            {"logprobs": 1},
+            {"stream_options": {"include_usage": "1"}},
+        ):
+            body = {"messages": msgs, **extra}
+            r = await c.post("/v1/chat/completions", json=body, headers=AUTH)
+            assert r.status_code == 422, (extra, r.text)
+            assert next(iter(extra)) in r.json()["error"]["message"], (extra, r.json())
+        r = await c.post("/tokenize", json={"content": "x", "add_special": "yes"}, headers=AUTH)
+        assert r.status_code == 422 and "add_special" in r.json()["detail"]
+        # real booleans still work
+        r = await c.post("/tokenize", json={"content": "x", "add_special": True}, headers=AUTH)
+        assert r.status_code == 200
