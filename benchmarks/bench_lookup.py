@@ -300,8 +300,13 @@ def make_raw(engine: Any, flash_attn: bool) -> Any:
 def bench_decode(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     from llamachain.engine import LlamaEngine, ModelCache, SamplingParams
 
+    # flash attention, as ChatLlama(prompt_lookup=N) loads it: checked drafts stay exact
     engine = LlamaEngine(
-        args.model_path, n_ctx=args.n_ctx, n_threads=args.threads, cache=ModelCache()
+        args.model_path,
+        n_ctx=args.n_ctx,
+        n_threads=args.threads,
+        flash_attn=True,
+        cache=ModelCache(),
     ).load()
     raw = make_raw(engine, engine.flash_attn)
     raw_plain = make_raw(engine, False)

@@ -69,6 +69,12 @@ class LlamaParams(BaseModel):
         description="Evaluate prompts on a faster copy of the model: 'auto' (a Q8_0 copy of "
         "Q4_1/Q5_1 files), 'off', or a quantization type; None: the settings' value (auto).",
     )
+    flash_attn: bool | None = Field(
+        default=None,
+        description="llama.cpp's flash-attention kernel: batch-invariant, so prompt lookup "
+        "leaves greedy answers exactly as they are, but slower to decode at long contexts on "
+        "a CPU; None: on when prompt_lookup is set, else off.",
+    )
 
     max_tokens: int | None = Field(default=512, description="None: until the context is full.")
     temperature: float = 0.8
@@ -118,6 +124,9 @@ class LlamaParams(BaseModel):
                     prefix_cache=self.prefix_cache,
                     prefill_block=self.prefill_block,
                     prefill_copy=self.prefill_copy,
+                    flash_attn=(
+                        self.prompt_lookup > 0 if self.flash_attn is None else self.flash_attn
+                    ),
                     settings=self.settings_,
                 )
             return self.engine_

@@ -67,7 +67,9 @@ def make_chain(
     from llamachain.qa import GroundedQA
 
     s = settings(ctx)
-    llm = ChatLlama(model_path=model, settings=s, temperature=0.0, seed=0)
+    # flash attention keeps prompt-lookup answers identical to plain decoding
+    lookup = bool(options.get("prompt_lookup"))
+    llm = ChatLlama(model_path=model, settings=s, temperature=0.0, seed=0, flash_attn=lookup)
     renamed = {
         "k": options.get("k"),
         "max_sources": options.get("max_sources"),

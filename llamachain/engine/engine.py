@@ -128,10 +128,13 @@ class LlamaEngine:
         # absolute paths: the same adapter named two ways is one cached model, not two
         self.lora = tuple((str(Path(p).expanduser().absolute()), check_scale(sc)) for p, sc in lora)
         # llama.cpp's flash-attention kernel gives the same logits for a token whatever batch
-        # it is evaluated in; the default kernel does not (differences up to ~1 logit), which
-        # would make prompt-lookup decoding change greedy answers.  On by default for
-        # generation (llama.cpp's own default is "auto", which turns it on for the CPU).
-        self.flash_attn = (not embedding) if flash_attn is None else flash_attn
+        # it is evaluated in, so prompt-lookup drafts checked in one batch leave greedy answers
+        # exactly as they are; the default kernel does not (differences up to ~1 logit).  But
+        # on a CPU the flash kernel decodes more slowly once the context grows: 1.27x slower
+        # at 2,000 tokens and 1.56x at 4,000 on the bundled model (benchmarks/README.md,
+        # bench_batch.py).  Off unless asked for (llama-cpp-python's default too); the
+        # LangChain classes ask for it when they are built with prompt_lookup.
+        self.flash_attn = bool(flash_attn)
         self._cache = cache if cache is not None else model_cache
         self._loaded_model: LoadedModel | None = None
         self._format: ChatFormat | None = None

@@ -99,7 +99,12 @@ class GroundedQA(RunnableSerializable[Any, QAResult]):
         if llm is None:
             from llamachain.chat_models import ChatLlama
 
-            llm = ChatLlama(settings=settings, temperature=config.temperature, seed=0)
+            llm = ChatLlama(
+                settings=settings,
+                temperature=config.temperature,
+                seed=0,
+                flash_attn=config.prompt_lookup > 0,  # checked drafts stay exact
+            )
         retriever = kb.retriever(k=config.k)
         return cls(
             retriever=retriever, llm=llm, config=config, memory=memory, embeddings=kb.embeddings

@@ -50,7 +50,7 @@ def quote_task(name: str) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def engine():
-    e = LlamaEngine(n_ctx=2048, cache=ModelCache())
+    e = LlamaEngine(n_ctx=2048, flash_attn=True, cache=ModelCache())
     yield e
     e.close()
 
@@ -61,8 +61,13 @@ def plain(engine):
     return {name: engine.chat(quote_task(name), GREEDY) for name in PASSAGES}
 
 
-def test_generation_models_load_with_batch_invariant_attention(engine):
+def test_lookup_models_load_with_batch_invariant_attention(engine):
     assert engine.load_params().flash_attn  # what keeps checked drafts exact
+    # the LangChain classes ask for it when built for lookup; otherwise the faster default
+    assert ChatLlama(prompt_lookup=6).engine.load_params().flash_attn
+    assert not ChatLlama().engine.load_params().flash_attn
+    assert not ChatLlama(prompt_lookup=6, flash_attn=False).engine.load_params().flash_attn
+    assert not LlamaEngine().load_params().flash_attn
     assert not LlamaEngine(embedding=True).load_params().flash_attn
 
 
@@ -162,7 +167,7 @@ def test_the_prefix_cache_stays_exact_after_a_lookup_generation(engine):
     engine.chat(first, LOOKUP)
     reused = engine.chat(second, LOOKUP)
     assert reused.usage.cached_tokens >= 64
-    fresh = LlamaEngine(n_ctx=2048, prefix_cache=False, cache=ModelCache())
+    fresh = LlamaEngine(n_ctx=2048, prefix_cache=False, flash_attn=True, cache=ModelCache())
     try:
         assert reused.text == fresh.chat(second, LOOKUP).text == fresh.chat(second, GREEDY).text
     finally:
@@ -172,7 +177,7 @@ def test_the_prefix_cache_stays_exact_after_a_lookup_generation(engine):
 def test_chat_llama_passes_prompt_lookup_through():
     kwargs = {"temperature": 0, "repeat_penalty": 1.0, "max_tokens": 48, "n_ctx": 2048}
     on = ChatLlama(prompt_lookup=6, **kwargs)
-    off = ChatLlama(**kwargs)
+    off = ChatLlama(flash_attn=True, **kwargs)  # the same kernel, lookup only per call
     question = quote_task("bees")[1]["content"]
     answer = on.invoke(question).content
     assert answer == off.invoke(question).content
