@@ -7,11 +7,12 @@ result is the greedy answer, produced several tokens per forward pass when the a
 copies text that came before.
 
 One caveat: the text equals the one-token-at-a-time path only as far as llama.cpp's logits
-for a token do not depend on the batch it is evaluated in.  With flash attention (the
-engine's default for generation) they were bit-identical on the bundled model for every
-batch of up to 63 tokens, with or without rolled-back cells in the cache (from 64 tokens on
-llama.cpp switches kernels, hence ``MAX_PROMPT_LOOKUP``); with the default attention
-kernel they differ by up to ~1 logit and greedy answers do diverge.  Other builds (another
+for a token do not depend on the batch it is evaluated in.  With flash attention (which
+``ChatLlama(prompt_lookup=N)`` loads, or ``LlamaEngine(flash_attn=True)``) they were
+bit-identical on the bundled model for every batch of up to 63 tokens, with or without
+rolled-back cells in the cache (from 64 tokens on llama.cpp switches kernels, hence
+``MAX_PROMPT_LOOKUP``); with the default attention kernel they differ by up to ~1 logit and
+greedy answers do diverge.  Other builds (another
 CPU's kernels, a GPU) make no such promise, so where two candidates are within rounding of
 each other an answer could in theory differ -- the same kind of difference the prefix
 cache can make.
