@@ -37,6 +37,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_lookup import model_of  # benchmarks/ is not a package: imported from beside us
+
 TEXT = (
     "The harbour board built the lighthouse on Gull Point in 1871. Its lamp burned whale oil "
     "until 1902, when the keepers switched to kerosene, and a storm in 1936 tore the lantern "
@@ -46,25 +49,20 @@ TEXT = (
 
 def model_path(name: str) -> str:
     """A GGUF path, or a quant type of the default model (``q4_1``: the bundled file)."""
-    from llamachain.models import quantized_variant, resolve_model_path
-    from llamachain.models.quantize import ALIASES, QUANT_TYPES
+    from llamachain.models import resolve_model_path
 
-    key = name.strip().lower()
-    if key == "q4_1":
+    if name.strip().lower() == "q4_1":
         return str(resolve_model_path(None))
-    if key in QUANT_TYPES.keys() | ALIASES.keys():
-        return str(quantized_variant(key, Path.home() / ".llamachain"))
-    return name
+    return str(model_of(name))  # bench_lookup's --model rule: other types are cached variants
 
 
 def measure(path: str, flash: bool, args: argparse.Namespace, log: Any) -> dict[str, Any]:
     from llama_cpp import Llama
     from llama_cpp._internals import LlamaBatch
 
-    n_ctx = max(args.n_ctx, max(args.n_past) + max(args.ks) + 16)
     llama = Llama(
         model_path=path,
-        n_ctx=n_ctx,
+        n_ctx=args.n_ctx,
         n_batch=512,
         n_ubatch=512,
         n_threads=args.threads,
@@ -74,13 +72,12 @@ def measure(path: str, flash: bool, args: argparse.Namespace, log: Any) -> dict[
     )
     try:
         ids = llama.tokenize(TEXT.encode())
-        prompt = (ids * (n_ctx // len(ids) + 1))[: max(args.n_past) + max(args.ks)]
+        prompt = (ids * (args.n_ctx // len(ids) + 1))[: max(args.n_past) + max(args.ks)]
         batch = LlamaBatch(n_tokens=max(args.ks), embd=0, n_seq_max=1, verbose=False)
         rows = []
         try:
             for n_past in sorted(args.n_past):
-                llama.reset()
-                llama._ctx.kv_cache_seq_rm(-1, 0, -1)
+                llama.reset()  # eval() drops the old KV cells
                 llama.eval(prompt[:n_past])
                 samples: dict[int, list[float]] = {k: [] for k in args.ks}
                 for rep in range(args.reps + 1):  # round 0 warms up
@@ -186,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.ks) < 1 or max(args.ks) > 63:
         ap.error("--ks must lie in 1..63 (the lookup decoder's batch limit)")
     args.ks = sorted(set(args.ks) | {1})
+    args.n_ctx = max(args.n_ctx, max(args.n_past) + max(args.ks) + 16)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -196,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = [model_path(m) for m in args.models]  # quantized (once) before any timing
     res: dict[str, Any] = {
         "threads": args.threads,
-        "n_ctx": max(args.n_ctx, max(args.n_past) + max(args.ks) + 16),
+        "n_ctx": args.n_ctx,
         "reps": args.reps,
         "load_start": load0,
         "models": [],

@@ -74,7 +74,7 @@ class LlamaEngine:
         verbose: bool | None = None,
         embedding: bool = False,
         lora: Sequence[tuple[str, float]] = (),
-        flash_attn: bool | None = None,
+        flash_attn: bool = False,
         prefix_cache: bool | None = None,
         prefill_block: int | None = None,
         prefix_snapshots: int | None = None,
@@ -134,7 +134,7 @@ class LlamaEngine:
         # at 2,000 tokens and 1.56x at 4,000 on the bundled model (benchmarks/README.md,
         # bench_batch.py).  Off unless asked for (llama-cpp-python's default too); the
         # LangChain classes ask for it when they are built with prompt_lookup.
-        self.flash_attn = bool(flash_attn)
+        self.flash_attn = flash_attn
         self._cache = cache if cache is not None else model_cache
         self._loaded_model: LoadedModel | None = None
         self._format: ChatFormat | None = None
